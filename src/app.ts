@@ -1,0 +1,124 @@
+// Builds the gateway as a Fastify instance, the same way for the process and for tests:
+// platform (logging, errors, security, docs, metrics), then the features.
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { openDatabase, type DatabaseHandle } from './platform/database.js';
+import { createMigrationRunner } from './platform/migrations.js';
+import { openStore } from './platform/store.js';
+import type { KeyValueStore } from './platform/key-value-store.js';
+import { createHttpClient, type HttpClient } from './platform/http-client.js';
+import { createMetrics, type Metrics } from './platform/metrics.js';
+import { createLogger, requestIdFor } from './platform/logging.js';
+import { installErrorHandlers } from './platform/error-handler.js';
+import { installRequestHooks } from './platform/request-hooks.js';
+import { registerHttpSecurity } from './platform/http-security.js';
+import { registerApiDocs } from './platform/api-docs.js';
+import { createHealthService } from './health/service.js';
+import { healthRoutes } from './health/routes.js';
+
+export interface AppDependencies {
+  database: DatabaseHandle;
+  store: KeyValueStore;
+  upstreamClient: HttpClient;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export type App = FastifyInstance;
+
+export interface BuildOptions {
+  /**
+   * Registers more routes on the same platform (errors, hooks, docs) before the app is sealed:
+   * for embedding the gateway in a larger service, and for tests that exercise the platform.
+   */
+  extend?: (app: App) => Promise<void>;
+}
+
+/**
+ * Builds the app. Dependencies not provided are opened from the config and closed with the app;
+ * provided ones belong to the caller (tests share or break them on purpose).
+ */
+export async function buildApp(config: Config, provided: Partial<AppDependencies> = {}, options: BuildOptions = {}): Promise<App> {
+  const owned: Array<{ close(): Promise<void> }> = [];
+  try {
+    return await assembleApp({ config, provided, owned, options });
+  } catch (error) {
+    // A failed start (a migration, a plugin) must not leave pools or sockets open behind it.
+    await closeAll(owned);
+    throw error;
+  }
+}
+
+async function assembleApp(parts: {
+  config: Config;
+  provided: Partial<AppDependencies>;
+  owned: Array<{ close(): Promise<void> }>;
+  options: BuildOptions;
+}): Promise<App> {
+  const { config, provided, owned, options } = parts;
+  const logger = provided.logger ?? createLogger({ config });
+  const database = provided.database ?? remember(owned, await openDatabase({ database: config.database, dataDirectory: config.dataDirectory }));
+  const store = provided.store ?? remember(owned, await openStore({ redis: config.redis }));
+  const upstreamClient = provided.upstreamClient ?? remember(owned, createHttpClient());
+  const metrics = provided.metrics ?? createMetrics();
+
+  if (config.database.autoMigrate) {
+    const applied = await createMigrationRunner({ database }).latest();
+    if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
+  }
+
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    // One access-log line per request, written by our onResponse hook, instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    genReqId: requestIdFor,
+    bodyLimit: config.bodyLimitBytes,
+    trustProxy: config.http.trustedProxies.length > 0 ? config.http.trustedProxies : false,
+    // Unknown fields are refused, not silently dropped, where a schema forbids them.
+    ajv: { customOptions: { removeAdditional: false, allErrors: false } },
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  let shuttingDown = false;
+  app.addHook('preClose', (done) => {
+    shuttingDown = true;
+    done();
+  });
+  app.addHook('onClose', async () => {
+    await closeAll(owned, (error) => logger.error({ err: error }, 'closing a dependency failed'));
+  });
+
+  installErrorHandlers(app);
+  installRequestHooks(app, { metrics, allowedHosts: config.http.allowedHosts });
+  await registerHttpSecurity(app, { corsOrigins: config.http.corsOrigins, docsEnabled: config.http.docsEnabled });
+  if (config.http.docsEnabled) await registerApiDocs(app);
+
+  const healthService = createHealthService({
+    database,
+    store,
+    upstreamClient,
+    vllmBaseUrls: config.vllm.baseUrls,
+    timeoutMs: config.vllm.healthTimeoutMs,
+    isShuttingDown: () => shuttingDown,
+    onProblem: (problem) => logger.warn(problem, 'dependency unhealthy'),
+  });
+  await app.register(healthRoutes, { healthService, metricsRegistry: metrics.registry });
+
+  if (options.extend !== undefined) await options.extend(app);
+  await app.ready();
+  return app;
+}
+
+function remember<T extends { close(): Promise<void> }>(owned: Array<{ close(): Promise<void> }>, dependency: T): T {
+  owned.push(dependency);
+  return dependency;
+}
+
+async function closeAll(owned: Array<{ close(): Promise<void> }>, onError: (error: unknown) => void = () => undefined): Promise<void> {
+  for (const dependency of owned.reverse()) {
+    await dependency.close().catch(onError);
+  }
+  owned.length = 0;
+}

@@ -1,0 +1,35 @@
+// The gateway's command line: one entry with subcommands (`migrate`, …). Usage: `npm run cli -- help`.
+import { runMigrateCommand } from './migrate-command.js';
+
+const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
+  migrate: { summary: 'migrate latest | down | status | new NAME — manage the database schema', run: runMigrateCommand },
+};
+
+function printHelp(): void {
+  console.log('Usage: npm run cli -- <command> [arguments]   (or: node dist/src/cli/main.js <command>)\n\nCommands:');
+  for (const [name, command] of Object.entries(commands)) console.log(`  ${name.padEnd(10)} ${command.summary}`);
+  console.log('\nEach command takes --help.');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    printHelp();
+    return name === undefined ? 1 : 0;
+  }
+  const command = commands[name];
+  if (command === undefined) {
+    console.error(`Unknown command "${name}".`);
+    printHelp();
+    return 1;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exit(1);
+  },
+);

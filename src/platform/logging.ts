@@ -1,0 +1,59 @@
+// Logger options: pino JSON lines, secrets redacted, pretty output only in development on a terminal.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type { Config } from '../config.js';
+
+/**
+ * Paths pino blanks out wherever they appear in a log object, so a credential that slips into
+ * a log call is still never written.
+ */
+export const redactedPaths = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-api-key"]',
+  'res.headers["set-cookie"]',
+  'headers.authorization',
+  'headers.cookie',
+  '*.password',
+  '*.current_password',
+  '*.new_password',
+  '*.password_hash',
+  '*.token',
+  '*.access_token',
+  '*.refresh_token',
+  '*.api_key',
+  '*.key',
+  '*.secret',
+  'password',
+  'token',
+  'access_token',
+  'refresh_token',
+  'api_key',
+  'secret',
+];
+
+export function createLogger(options: { config: Config; destination?: DestinationStream; pretty?: boolean }): Logger {
+  const pretty = options.pretty ?? (options.config.nodeEnv === 'development' && process.stdout.isTTY);
+  return pino(
+    {
+      level: options.config.logLevel,
+      redact: { paths: redactedPaths, censor: '[redacted]' },
+      base: { service: 'vllm-chat-gateway' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      ...(pretty && options.destination === undefined
+        ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' } } }
+        : {}),
+    },
+    options.destination,
+  );
+}
+
+/** A well-formed incoming X-Request-Id is kept so logs correlate across hops; anything else is replaced. */
+const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function requestIdFor(request: IncomingMessage): string {
+  const incoming = request.headers['x-request-id'];
+  if (typeof incoming === 'string' && requestIdPattern.test(incoming)) return incoming;
+  return randomUUID();
+}

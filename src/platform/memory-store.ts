@@ -1,0 +1,73 @@
+// The embedded default when REDIS_URL is unset: the same interface held in this process's memory.
+// It is correct for one gateway instance only; several instances need Redis to share limits.
+import { EventEmitter } from 'node:events';
+import type { KeyValueStore } from './key-value-store.js';
+
+interface Entry {
+  value: string;
+  expiresAt: number | null;
+}
+
+const sweepIntervalMs = 10_000;
+
+export function createMemoryStore(): KeyValueStore {
+  const entries = new Map<string, Entry>();
+  const channels = new EventEmitter();
+  channels.setMaxListeners(0);
+
+  // Expired keys are dropped when read and by this sweep, so memory stays bounded by live keys.
+  const sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const [key, entry] of entries) {
+      if (entry.expiresAt !== null && entry.expiresAt <= now) entries.delete(key);
+    }
+  }, sweepIntervalMs);
+  sweeper.unref();
+
+  function live(key: string): Entry | undefined {
+    const entry = entries.get(key);
+    if (entry?.expiresAt != null && entry.expiresAt <= Date.now()) {
+      entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  return {
+    kind: 'memory',
+    ping: () => Promise.resolve(),
+    get: (key) => Promise.resolve(live(key)?.value ?? null),
+    set(key, value, options) {
+      entries.set(key, { value, expiresAt: options?.ttlMs === undefined ? null : Date.now() + options.ttlMs });
+      return Promise.resolve();
+    },
+    delete(key) {
+      entries.delete(key);
+      return Promise.resolve();
+    },
+    increment(key, options) {
+      const entry = live(key);
+      const next = (entry === undefined ? 0 : Number(entry.value)) + (options.amount ?? 1);
+      entries.set(key, { value: String(next), expiresAt: entry?.expiresAt ?? Date.now() + options.ttlMs });
+      return Promise.resolve(next);
+    },
+    publish(channel, message) {
+      // Delivered on a later tick, as Redis would, so a publisher never runs its own listeners inline.
+      setImmediate(() => channels.emit(channel, message));
+      return Promise.resolve();
+    },
+    subscribe(channel, listener) {
+      channels.on(channel, listener);
+      return Promise.resolve(() => {
+        channels.off(channel, listener);
+        return Promise.resolve();
+      });
+    },
+    close() {
+      clearInterval(sweeper);
+      entries.clear();
+      channels.removeAllListeners();
+      return Promise.resolve();
+    },
+  };
+}

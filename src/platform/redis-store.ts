@@ -1,0 +1,102 @@
+// The shared store over Redis (ioredis). Commands fail fast while Redis is unreachable instead of
+// queueing, so callers can fall back or report it; the client keeps reconnecting in the background.
+import { Redis } from 'ioredis';
+import type { KeyValueStore } from './key-value-store.js';
+
+export interface RedisStoreOptions {
+  url: string;
+  keyPrefix: string;
+  /** How long one command may take before it counts as a failure. */
+  commandTimeoutMs?: number;
+  /** How long to wait for the first connection at start before going on without it. */
+  connectTimeoutMs?: number;
+}
+
+export async function createRedisStore(options: RedisStoreOptions): Promise<KeyValueStore & { client: Redis }> {
+  const connectionOptions = {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: options.commandTimeoutMs ?? 1000,
+    connectTimeout: options.connectTimeoutMs ?? 2000,
+    retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
+  };
+  const client = new Redis(options.url, connectionOptions);
+  // Connection errors are reported by the commands that fail and by /health; without a listener
+  // ioredis would print each reconnect attempt.
+  client.on('error', () => undefined);
+  let subscriber: Redis | null = null;
+  const subscriptionCounts = new Map<string, number>();
+  const key = (name: string) => `${options.keyPrefix}${name}`;
+
+  try {
+    await client.connect();
+  } catch {
+    // Start anyway: /health reports the store as down, and the client keeps retrying.
+  }
+
+  async function subscriberClient(): Promise<Redis> {
+    if (subscriber === null) {
+      subscriber = new Redis(options.url, { ...connectionOptions, enableOfflineQueue: true, commandTimeout: undefined });
+      subscriber.on('error', () => undefined);
+      await subscriber.connect().catch(() => undefined);
+    }
+    return subscriber;
+  }
+
+  return {
+    kind: 'redis',
+    client,
+    async ping() {
+      await client.ping();
+    },
+    get: (name) => client.get(key(name)),
+    async set(name, value, setOptions) {
+      if (setOptions?.ttlMs === undefined) await client.set(key(name), value);
+      else await client.set(key(name), value, 'PX', Math.max(1, Math.ceil(setOptions.ttlMs)));
+    },
+    async delete(name) {
+      await client.del(key(name));
+    },
+    async increment(name, incrementOptions) {
+      // One round trip: INCRBY, then set the expiry only if the key had none (a new counter).
+      const result = await client
+        .multi()
+        .incrby(key(name), incrementOptions.amount ?? 1)
+        .pexpire(key(name), Math.max(1, Math.ceil(incrementOptions.ttlMs)), 'NX')
+        .exec();
+      const value = result?.[0]?.[1];
+      if (typeof value !== 'number') throw new Error('Redis INCRBY returned no number');
+      return value;
+    },
+    async publish(channel, message) {
+      await client.publish(key(channel), message);
+    },
+    async subscribe(channel, listener) {
+      const connection = await subscriberClient();
+      const prefixed = key(channel);
+      const onMessage = (received: string, message: string) => {
+        if (received === prefixed) listener(message);
+      };
+      connection.on('message', onMessage);
+      const count = subscriptionCounts.get(prefixed) ?? 0;
+      subscriptionCounts.set(prefixed, count + 1);
+      if (count === 0) await connection.subscribe(prefixed);
+      let subscribed = true;
+      return async () => {
+        if (!subscribed) return;
+        subscribed = false;
+        connection.off('message', onMessage);
+        const remaining = (subscriptionCounts.get(prefixed) ?? 1) - 1;
+        subscriptionCounts.set(prefixed, remaining);
+        // Redis subscriptions are per connection and channel: drop it only with its last listener.
+        if (remaining === 0) await connection.unsubscribe(prefixed).catch(() => undefined);
+      };
+    },
+    async close() {
+      client.disconnect();
+      subscriber?.disconnect();
+      await Promise.resolve();
+    },
+  };
+}
