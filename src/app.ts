@@ -11,12 +11,13 @@ import type { KeyValueStore } from './platform/key-value-store.js';
 import { createHttpClient, type HttpClient } from './platform/http-client.js';
 import { createMetrics, type Metrics } from './platform/metrics.js';
 import { createLogger, requestIdFor } from './platform/logging.js';
-import { installErrorHandlers } from './platform/error-handler.js';
+import { handleClientError, installErrorHandlers } from './platform/error-handler.js';
 import { installRequestHooks } from './platform/request-hooks.js';
 import { registerHttpSecurity } from './platform/http-security.js';
 import { registerApiDocs } from './platform/api-docs.js';
 import { createHealthService } from './health/service.js';
 import { healthRoutes } from './health/routes.js';
+import { registerAccounts } from './auth/index.js';
 
 export interface AppDependencies {
   database: DatabaseHandle;
@@ -69,8 +70,10 @@ async function assembleApp(parts: {
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
   }
 
+  // Typed as Fastify's logger interface so the instance's type does not carry pino's generics.
+  const loggerInstance: FastifyBaseLogger = logger;
   const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
+    loggerInstance,
     // One access-log line per request, written by our onResponse hook, instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
     genReqId: requestIdFor,
@@ -79,6 +82,7 @@ async function assembleApp(parts: {
     // Unknown fields are refused, not silently dropped, where a schema forbids them.
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },
     return503OnClosing: true,
+    clientErrorHandler: handleClientError,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   let shuttingDown = false;
@@ -105,6 +109,7 @@ async function assembleApp(parts: {
     onProblem: (problem) => logger.warn(problem, 'dependency unhealthy'),
   });
   await app.register(healthRoutes, { healthService, metricsRegistry: metrics.registry });
+  await registerAccounts(app, { config, db: database.db, store, logger });
 
   if (options.extend !== undefined) await options.extend(app);
   await app.ready();

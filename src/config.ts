@@ -47,7 +47,11 @@ export interface Config {
     algorithm: (typeof jwtAlgorithms)[number];
     accessTtlSeconds: number;
     refreshTtlSeconds: number;
+    /** A rotated refresh token presented again within this many seconds still works (two tabs at once). */
+    refreshReuseGraceSeconds: number;
   };
+  /** Creates this admin at start when no admin exists yet. */
+  bootstrapAdmin: { email: string; password: string } | null;
   http: {
     corsOrigins: string[];
     /** Null allows any Host header. */
@@ -109,6 +113,7 @@ export function parseConfig(environment: Environment): LoadedConfig {
     },
     upstreamsFile: read.optionalString('UPSTREAMS_FILE'),
     jwt: readJwt(read, production),
+    bootstrapAdmin: readBootstrapAdmin(read),
     http: {
       corsOrigins: readCorsOrigins(read),
       allowedHosts: read.list('ALLOWED_HOSTS') ?? null,
@@ -203,7 +208,23 @@ function readJwt(read: EnvironmentReader, production: boolean): Config['jwt'] {
     algorithm: read.oneOf('JWT_ALGORITHM', jwtAlgorithms, 'HS256'),
     accessTtlSeconds: read.durationSeconds('JWT_ACCESS_TTL', accessFallback),
     refreshTtlSeconds: read.durationSeconds('JWT_REFRESH_TTL', 30 * 86_400),
+    refreshReuseGraceSeconds: read.integer('REFRESH_REUSE_GRACE_SECONDS', { fallback: 10, min: 0, max: 300 }),
   };
+}
+
+function readBootstrapAdmin(read: EnvironmentReader): Config['bootstrapAdmin'] {
+  const email = read.optionalString('ADMIN_EMAIL');
+  const password = read.raw('ADMIN_PASSWORD');
+  if (email === null && password === undefined) return null;
+  if (email === null || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) {
+    read.problem('ADMIN_EMAIL', 'must be an email address when ADMIN_PASSWORD is set', email ?? undefined);
+    return null;
+  }
+  if (password === undefined || password.length < 12) {
+    read.problem('ADMIN_PASSWORD', 'must be at least 12 characters when ADMIN_EMAIL is set');
+    return null;
+  }
+  return { email, password };
 }
 
 function readCorsOrigins(read: EnvironmentReader): string[] {

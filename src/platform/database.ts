@@ -23,10 +23,8 @@ export interface DatabaseHandle {
 const int8TypeId = 20;
 
 /** `pg` returns bigint columns as strings; PGlite returns numbers. Counts and token sums fit in a double. */
-const postgresTypes = {
-  getTypeParser: ((typeId: number, format?: string) =>
-    typeId === int8TypeId ? (value: string) => Number(value) : pg.types.getTypeParser(typeId, format as 'text')) as typeof pg.types.getTypeParser,
-};
+const postgresTypes = new pg.TypeOverrides();
+postgresTypes.setTypeParser(int8TypeId, 'text', Number);
 
 export async function openDatabase(options: { database: Config['database']; dataDirectory: string }): Promise<DatabaseHandle> {
   const { url, schema, poolSize } = options.database;

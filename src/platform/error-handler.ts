@@ -1,6 +1,9 @@
 // The one error handler, in three tiers: the gateway's own errors, Fastify's (validation, body
 // parsing, size), then anything unexpected, which becomes a generic 500 with detail only in the log.
 // Also answers unknown routes: 405 with Allow when the path exists under another method, else 404.
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import FindMyWay from 'find-my-way';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
@@ -99,4 +102,27 @@ function installNotFoundHandler(app: FastifyInstance): void {
     }
     return sendError(reply, new GatewayError('not_found', `No route for ${request.method} ${path}`));
   });
+}
+
+/**
+ * Answers what Node's HTTP parser refuses before Fastify sees a request (oversized headers, a
+ * malformed request line, a header timeout) with the same envelope, then closes the socket.
+ */
+export function handleClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const gatewayError =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? new GatewayError('headers_too_large', 'Request headers are too large')
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new GatewayError('request_timeout', 'The request took too long to arrive')
+        : new GatewayError('invalid_request', 'Malformed HTTP request');
+  const body = JSON.stringify(gatewayError.toEnvelope());
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${gatewayError.status} ${STATUS_CODES[gatewayError.status] ?? ''}\r\n` +
+        `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `x-request-id: ${randomUUID()}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }

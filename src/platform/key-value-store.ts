@@ -7,6 +7,8 @@ export interface KeyValueStore {
   /** Resolves when the store answers; rejects when it is unreachable. */
   ping(): Promise<void>;
   get(key: string): Promise<string | null>;
+  /** Several keys in one round trip; null for each missing one. */
+  getMany(keys: string[]): Promise<Array<string | null>>;
   /** Sets a value, optionally expiring after ttlMs milliseconds. */
   set(key: string, value: string, options?: { ttlMs?: number }): Promise<void>;
   delete(key: string): Promise<void>;

@@ -37,6 +37,7 @@ export function createMemoryStore(): KeyValueStore {
     kind: 'memory',
     ping: () => Promise.resolve(),
     get: (key) => Promise.resolve(live(key)?.value ?? null),
+    getMany: (keys) => Promise.resolve(keys.map((key) => live(key)?.value ?? null)),
     set(key, value, options) {
       entries.set(key, { value, expiresAt: options?.ttlMs === undefined ? null : Date.now() + options.ttlMs });
       return Promise.resolve();

@@ -7,8 +7,7 @@ import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kyse
 export function createPglitePoolAdapter(database: PGlite): PostgresPool {
   let queue: Promise<void> = Promise.resolve();
 
-  const client = {
-    async query<Row>(sqlText: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<Row>> {
+  const query = async <Row>(sqlText: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<Row>> => {
       if (parameters.length === 0) {
         // Parameterless SQL goes through the simple protocol, which accepts several statements
         // (migration files); the last statement's rows are the result, as with `pg`.
@@ -18,7 +17,6 @@ export function createPglitePoolAdapter(database: PGlite): PostgresPool {
       }
       const result = await database.query<Row>(sqlText, [...parameters]);
       return toPostgresResult<Row>(sqlText, result.rows, result.affectedRows);
-    },
   };
 
   return {
@@ -31,7 +29,7 @@ export function createPglitePoolAdapter(database: PGlite): PostgresPool {
       await previous;
       let released = false;
       return {
-        query: client.query as PostgresPoolClient['query'],
+        query: query as PostgresPoolClient['query'],
         release: () => {
           if (released) return;
           released = true;

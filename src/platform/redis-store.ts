@@ -51,6 +51,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
       await client.ping();
     },
     get: (name) => client.get(key(name)),
+    getMany: (names) => (names.length === 0 ? Promise.resolve([]) : client.mget(names.map(key))),
     async set(name, value, setOptions) {
       if (setOptions?.ttlMs === undefined) await client.set(key(name), value);
       else await client.set(key(name), value, 'PX', Math.max(1, Math.ceil(setOptions.ttlMs)));

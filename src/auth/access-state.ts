@@ -1,0 +1,172 @@
+// Decides, per request, whether a verified credential is still good: not logged out, not older
+// than the user's token_version, user not disabled, key not revoked. The answers are cached in the
+// shared store for a few seconds (one round trip per request, no database query); when the store
+// is unreachable the checks read PostgreSQL instead — they never silently pass.
+import type { Logger } from 'pino';
+import { GatewayError } from '../errors.js';
+import type { KeyValueStore } from '../platform/key-value-store.js';
+import type { AccessTokenClaims } from './access-tokens.js';
+import type { ApiKeysRepository } from './api-keys-repository.js';
+import type { UsersRepository } from './users-repository.js';
+import { isWellFormedApiKey, sha256Hex } from './secrets.js';
+
+/** How long a user's or key's state may be served from the store before PostgreSQL is asked again. */
+const stateTtlMs = 5000;
+
+interface UserState {
+  version: number;
+  status: 'active' | 'disabled';
+  role: 'user' | 'admin';
+}
+
+interface ApiKeyState {
+  id: string;
+  userId: string;
+  expiresAt: number | null;
+  revoked: boolean;
+}
+
+export interface AccessGranted {
+  userId: string;
+  role: 'user' | 'admin';
+}
+
+const keys = {
+  deniedToken: (tokenId: string) => `auth:denied:${tokenId}`,
+  user: (userId: string) => `auth:user:${userId}`,
+  session: (sessionId: string) => `auth:session:${sessionId}`,
+  apiKey: (keyHash: string) => `auth:key:${keyHash}`,
+};
+
+export function createAccessState(options: {
+  store: KeyValueStore;
+  users: UsersRepository;
+  apiKeys: ApiKeysRepository;
+  logger: Logger;
+  accessTtlSeconds: number;
+  onStoreFailure?: () => void;
+}) {
+  const { store, users, apiKeys, logger } = options;
+
+  function storeFailed(error: unknown): void {
+    options.onStoreFailure?.();
+    logger.warn({ err: error }, 'store unreachable: access checks read PostgreSQL');
+  }
+
+  /** Writes cache entries without making the request wait; a failed write only costs a later miss. */
+  function remember(entries: Array<[string, string, number]>): void {
+    for (const [key, value, ttlMs] of entries) store.set(key, value, { ttlMs }).catch(() => undefined);
+  }
+
+  async function loadAccessState(userId: string, sessionId: string | null) {
+    const row = await users.accessState(userId, sessionId);
+    if (row === undefined) return null;
+    const user: UserState = { version: row.token_version, status: row.status, role: row.role };
+    const sessionActive = row.session_id !== null && row.revoked_at === null && (row.expires_at?.getTime() ?? 0) > Date.now();
+    return { user, sessionActive };
+  }
+
+  function judgeUser(user: UserState | null, tokenVersion: number | null): UserState {
+    if (user === null || user.status !== 'active') throw new GatewayError('invalid_token', 'Credentials are no longer valid');
+    if (tokenVersion !== null && user.version !== tokenVersion) throw new GatewayError('invalid_token', 'Access token has been revoked');
+    return user;
+  }
+
+  async function checkAccessToken(claims: AccessTokenClaims): Promise<AccessGranted> {
+    let cached: Array<string | null>;
+    try {
+      cached = await store.getMany([keys.deniedToken(claims.tokenId), keys.user(claims.userId), keys.session(claims.sessionId)]);
+    } catch (error) {
+      storeFailed(error);
+      const state = await loadAccessState(claims.userId, claims.sessionId);
+      if (state === null || !state.sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
+      return { userId: claims.userId, role: judgeUser(state.user, claims.tokenVersion).role };
+    }
+    const [denied, cachedUser, cachedSession] = cached;
+    if (denied !== null && denied !== undefined) throw new GatewayError('invalid_token', 'Access token has been revoked');
+    let user = cachedUser == null ? null : (JSON.parse(cachedUser) as UserState);
+    let sessionActive = cachedSession == null ? null : cachedSession === 'active';
+    if (user === null || sessionActive === null) {
+      const state = await loadAccessState(claims.userId, claims.sessionId);
+      if (state === null) throw new GatewayError('invalid_token', 'Credentials are no longer valid');
+      user = state.user;
+      sessionActive = state.sessionActive;
+      remember([
+        [keys.user(claims.userId), JSON.stringify(user), stateTtlMs],
+        [keys.session(claims.sessionId), sessionActive ? 'active' : 'revoked', stateTtlMs],
+      ]);
+    }
+    if (!sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
+    return { userId: claims.userId, role: judgeUser(user, claims.tokenVersion).role };
+  }
+
+  async function checkApiKey(key: string): Promise<AccessGranted & { apiKeyId: string }> {
+    const invalid = new GatewayError('invalid_api_key', 'API key is invalid or revoked');
+    if (!isWellFormedApiKey(key)) throw invalid;
+    const keyHash = sha256Hex(key);
+    let storeWorks = true;
+    let keyState: ApiKeyState | null = null;
+    try {
+      const [cachedKey] = await store.getMany([keys.apiKey(keyHash)]);
+      if (cachedKey != null) keyState = JSON.parse(cachedKey) as ApiKeyState;
+    } catch (error) {
+      storeFailed(error);
+      storeWorks = false;
+    }
+    if (keyState === null) {
+      const record = await apiKeys.findByHash(keyHash);
+      if (record === undefined) throw invalid;
+      keyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
+      if (storeWorks) remember([[keys.apiKey(keyHash), JSON.stringify(keyState), stateTtlMs]]);
+    }
+    if (keyState.revoked || (keyState.expiresAt !== null && keyState.expiresAt <= Date.now())) throw invalid;
+
+    let user: UserState | null = null;
+    if (storeWorks) {
+      try {
+        const [cachedUser] = await store.getMany([keys.user(keyState.userId)]);
+        if (cachedUser != null) user = JSON.parse(cachedUser) as UserState;
+      } catch (error) {
+        storeFailed(error);
+        storeWorks = false;
+      }
+    }
+    if (user === null) {
+      const state = await loadAccessState(keyState.userId, null);
+      if (state === null) throw invalid;
+      user = state.user;
+      if (storeWorks) remember([[keys.user(keyState.userId), JSON.stringify(user), stateTtlMs]]);
+    }
+    if (user.status !== 'active') throw invalid;
+    return { userId: keyState.userId, role: user.role, apiKeyId: keyState.id };
+  }
+
+  /**
+   * Called after PostgreSQL changed: drops or overwrites the cached state at once, so every
+   * instance sees the change on its next request. Failures are logged; the cache entries expire
+   * within seconds anyway, and revoked sessions are also checked in PostgreSQL.
+   */
+  async function publishChange(change: {
+    deniedToken?: { tokenId: string; expiresAt: number };
+    userId?: string;
+    revokedSessionIds?: string[];
+    apiKeyHashes?: string[];
+  }): Promise<void> {
+    const revokedTtlMs = (options.accessTtlSeconds + 60) * 1000;
+    const writes: Array<Promise<void>> = [];
+    if (change.deniedToken !== undefined) {
+      const ttlMs = Math.max(1000, change.deniedToken.expiresAt * 1000 - Date.now() + 60_000);
+      writes.push(store.set(keys.deniedToken(change.deniedToken.tokenId), '1', { ttlMs }));
+    }
+    if (change.userId !== undefined) writes.push(store.delete(keys.user(change.userId)));
+    for (const sessionId of change.revokedSessionIds ?? []) writes.push(store.set(keys.session(sessionId), 'revoked', { ttlMs: revokedTtlMs }));
+    for (const keyHash of change.apiKeyHashes ?? []) writes.push(store.delete(keys.apiKey(keyHash)));
+    const results = await Promise.allSettled(writes);
+    const failed = results.find((result) => result.status === 'rejected');
+    if (failed !== undefined) storeFailed(failed.reason);
+  }
+
+  return { checkAccessToken, checkApiKey, publishChange };
+}
+
+export type AccessState = ReturnType<typeof createAccessState>;
