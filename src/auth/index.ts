@@ -20,13 +20,21 @@ import { createAccountService } from './service.js';
 import { createSessionsRepository } from './sessions-repository.js';
 import { createUsersRepository } from './users-repository.js';
 
-export async function registerAccounts(app: FastifyInstance, dependencies: { config: Config; db: Database; store: KeyValueStore; logger: Logger; onStoreFailure?: () => void }) {
+/** The accounts services without HTTP: used by the app and by the CLI. */
+export function createAccounts(dependencies: { config: Config; db: Database; store: KeyValueStore; logger: Logger; onStoreFailure?: () => void }) {
   const { config, db, store, logger } = dependencies;
   const users = createUsersRepository(db);
   const sessions = createSessionsRepository(db);
   const apiKeys = createApiKeysRepository(db);
   const accessTokens = createAccessTokens({ jwt: config.jwt });
-  const accessState = createAccessState({ store, users, apiKeys, logger, accessTtlSeconds: config.jwt.accessTtlSeconds, ...(dependencies.onStoreFailure ? { onStoreFailure: dependencies.onStoreFailure } : {}) });
+  const accessState = createAccessState({
+    store,
+    users,
+    apiKeys,
+    logger,
+    accessTtlSeconds: config.jwt.accessTtlSeconds,
+    ...(dependencies.onStoreFailure === undefined ? {} : { onStoreFailure: dependencies.onStoreFailure }),
+  });
   const loginThrottle = createLoginThrottle({ store });
   const accountService = createAccountService({
     users,
@@ -38,19 +46,39 @@ export async function registerAccounts(app: FastifyInstance, dependencies: { con
     refreshReuseGraceSeconds: config.jwt.refreshReuseGraceSeconds,
   });
   const apiKeysService = createApiKeysService({ apiKeys, accessState, logger });
-  const authenticator = createAuthenticator({ accessTokens, accessState, onApiKeyUsed: (id) => apiKeysService.recordUse(id) });
   const adminService = createAdminService({ users, accountService });
+  return {
+    users,
+    accessTokens,
+    accessState,
+    accountService,
+    apiKeysService,
+    adminService,
+    async close() {
+      await apiKeysService.close();
+      await loginThrottle.close();
+    },
+  };
+}
 
-  app.decorateRequest('principal', null);
-  app.addHook('onClose', async () => {
-    await apiKeysService.close();
-    await loginThrottle.close();
+export type Accounts = ReturnType<typeof createAccounts>;
+
+export async function registerAccounts(app: FastifyInstance, dependencies: Parameters<typeof createAccounts>[0]) {
+  const accounts = createAccounts(dependencies);
+  const { accountService, apiKeysService, adminService } = accounts;
+  const authenticator = createAuthenticator({
+    accessTokens: accounts.accessTokens,
+    accessState: accounts.accessState,
+    onApiKeyUsed: (id) => apiKeysService.recordUse(id),
   });
 
-  await ensureBootstrapAdmin({ admin: config.bootstrapAdmin, users, accountService, logger });
+  app.decorateRequest('principal', null);
+  app.addHook('onClose', () => accounts.close());
+
+  await ensureBootstrapAdmin({ admin: dependencies.config.bootstrapAdmin, users: accounts.users, accountService, logger: dependencies.logger });
   await app.register(authRoutes, { prefix: '/api/auth', accountService, authenticator });
   await app.register(apiKeysRoutes, { prefix: '/api/keys', apiKeysService, authenticator });
   await app.register(adminRoutes, { prefix: '/api/admin', adminService, authenticator });
 
-  return { authenticator, accountService, apiKeysService, users };
+  return { ...accounts, authenticator };
 }

@@ -1,8 +1,12 @@
 // The gateway's command line: one entry with subcommands (`migrate`, …). Usage: `npm run cli -- help`.
+import { runKeysCommand } from './keys-command.js';
 import { runMigrateCommand } from './migrate-command.js';
+import { runUsersCommand } from './users-command.js';
 
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
-  migrate: { summary: 'migrate latest | down | status | new NAME — manage the database schema', run: runMigrateCommand },
+  migrate: { summary: 'latest | down | status | new NAME: manage the database schema', run: runMigrateCommand },
+  users: { summary: 'create | list | set-role | disable | enable: manage accounts', run: runUsersCommand },
+  keys: { summary: 'create | revoke: manage API keys', run: runKeysCommand },
 };
 
 function printHelp(): void {
