@@ -90,6 +90,17 @@ async function assembleApp(parts: {
     shuttingDown = true;
     done();
   });
+  // Node closes only the connections idle when close() starts; a keep-alive connection whose
+  // request finishes later would hold shutdown until its timeout. So while shutting down, answers
+  // say `connection: close` and each finished request closes the connections now idle.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (shuttingDown) reply.header('connection', 'close');
+    done(null, payload);
+  });
+  app.addHook('onResponse', (_request, _reply, done) => {
+    if (shuttingDown) setImmediate(() => app.server.closeIdleConnections());
+    done();
+  });
   app.addHook('onClose', async () => {
     await closeAll(owned, (error) => logger.error({ err: error }, 'closing a dependency failed'));
   });

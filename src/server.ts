@@ -34,9 +34,12 @@ export async function startServer(options: { config: Config; logger?: Logger }):
           resolve(false);
         }, config.shutdownTimeoutMs);
       });
-      const finished = await Promise.race([app.close().then(() => true as const), deadline]);
+      const closing = app.close();
+      const finished = await Promise.race([closing.then(() => true as const), deadline]);
       clearTimeout(timer);
-      if (!finished) await app.close();
+      // Past the deadline, handlers whose sockets were cut may still be running; give the pools
+      // a moment to close, but do not wait for those handlers.
+      if (!finished) await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 500).unref())]);
       logger.info({ clean: finished }, 'stopped');
       return finished;
     })();

@@ -17,12 +17,12 @@ export function createAdminService(dependencies: { users: UsersRepository; accou
         email: query.email,
         role: query.role,
         status: query.status,
-        after: after === undefined ? undefined : { createdAt: after.at, id: after.id },
+        after: after === undefined ? undefined : { createdAtMicros: after.atMicros, id: after.id },
         limit: limit + 1,
       });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
-      return { users: page, nextCursor: rows.length > limit && last !== undefined ? encodeCursor({ at: last.created_at, id: last.id }) : null };
+      return { users: page, nextCursor: rows.length > limit && last !== undefined ? encodeCursor({ atMicros: last.created_at_micros, id: last.id }) : null };
     },
 
     async updateUser(input: { actorId: string; userId: string; change: UpdateUserBody }): Promise<UserRecord> {

@@ -1,7 +1,7 @@
-// Slows password guessing: failed logins are counted per account-and-IP, per account and per IP in
-// the shared store, and further attempts are refused with 429 for the rest of the window. Counters
-// expire with their window, so nobody (a real user included) is locked out for longer than that;
-// and the tightest counter is per account *and* IP, so an attacker elsewhere cannot lock a user out.
+// Slows password guessing: failed logins are counted per account-and-IP and per IP in the shared
+// store, and further attempts are refused with 429 for the rest of the window. There is on purpose
+// no counter per account alone: with one, an attacker could keep a real user locked out from
+// everywhere; per account-and-IP, the owner logging in from elsewhere is never blocked.
 import { GatewayError } from '../errors.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { createMemoryStore } from '../platform/memory-store.js';
@@ -9,11 +9,10 @@ import { createMemoryStore } from '../platform/memory-store.js';
 export interface LoginThrottleLimits {
   windowSeconds: number;
   perAccountAndIp: number;
-  perAccount: number;
-  perIp: number;
+    perIp: number;
 }
 
-export const defaultLoginThrottleLimits: LoginThrottleLimits = { windowSeconds: 900, perAccountAndIp: 5, perAccount: 50, perIp: 30 };
+export const defaultLoginThrottleLimits: LoginThrottleLimits = { windowSeconds: 900, perAccountAndIp: 5, perIp: 30 };
 
 export function createLoginThrottle(options: { store: KeyValueStore; limits?: LoginThrottleLimits; onStoreFailure?: () => void }) {
   const limits = options.limits ?? defaultLoginThrottleLimits;
@@ -25,7 +24,6 @@ export function createLoginThrottle(options: { store: KeyValueStore; limits?: Lo
     const account = email.toLowerCase();
     return [
       [`login-failures:account-ip:${account}|${ip}`, limits.perAccountAndIp],
-      [`login-failures:account:${account}`, limits.perAccount],
       [`login-failures:ip:${ip}`, limits.perIp],
     ];
   }

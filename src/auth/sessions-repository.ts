@@ -89,16 +89,21 @@ export function createSessionsRepository(db: Database) {
         .executeTakeFirst();
     },
 
+    /** Revokes one of the user's sessions and its refresh tokens; false when the user has no such open session. */
     async revoke(input: { sessionId: string; userId: string; reason: string }): Promise<boolean> {
-      const result = await db
-        .updateTable('sessions')
-        .set({ revoked_at: sql`now()`, revoked_reason: input.reason })
-        .where('id', '=', input.sessionId)
-        .where('user_id', '=', input.userId)
-        .where('revoked_at', 'is', null)
-        .executeTakeFirst();
-      await db.updateTable('refresh_tokens').set({ status: 'revoked' }).where('session_id', '=', input.sessionId).where('status', '!=', 'revoked').execute();
-      return result.numUpdatedRows > 0n;
+      return db.transaction().execute(async (transaction) => {
+        const revoked = await transaction
+          .updateTable('sessions')
+          .set({ revoked_at: sql`now()`, revoked_reason: input.reason })
+          .where('id', '=', input.sessionId)
+          .where('user_id', '=', input.userId)
+          .where('revoked_at', 'is', null)
+          .returning('id')
+          .executeTakeFirst();
+        if (revoked === undefined) return false;
+        await transaction.updateTable('refresh_tokens').set({ status: 'revoked' }).where('session_id', '=', revoked.id).where('status', '!=', 'revoked').execute();
+        return true;
+      });
     },
 
     /** Revokes every open session of a user; returns their ids. */

@@ -17,8 +17,8 @@ export interface UserListFilter {
   email?: string | undefined;
   role?: 'user' | 'admin' | undefined;
   status?: 'active' | 'disabled' | undefined;
-  /** Keyset position: the created_at and id of the last user of the previous page. */
-  after?: { createdAt: Date; id: string } | undefined;
+  /** Keyset position: created_at (microseconds since the epoch) and id of the previous page's last user. */
+  after?: { createdAtMicros: number; id: string } | undefined;
   limit: number;
 }
 
@@ -77,8 +77,8 @@ export function createUsersRepository(db: Database) {
         .executeTakeFirst();
     },
 
-    async list(filter: UserListFilter): Promise<UserRecord[]> {
-      let query = db.selectFrom('users').select(userColumns);
+    async list(filter: UserListFilter): Promise<Array<UserRecord & { created_at_micros: number }>> {
+      let query = db.selectFrom('users').select([...userColumns, microsecondsSinceEpoch('created_at').as('created_at_micros')]);
       if (filter.email !== undefined) {
         const escaped = filter.email.toLowerCase().replace(/[\\%_]/g, (character) => `\\${character}`);
         query = query.where(sql<string>`lower(email)`, 'like', `%${escaped}%`);
@@ -86,7 +86,8 @@ export function createUsersRepository(db: Database) {
       if (filter.role !== undefined) query = query.where('role', '=', filter.role);
       if (filter.status !== undefined) query = query.where('status', '=', filter.status);
       if (filter.after !== undefined) {
-        const { createdAt, id } = filter.after;
+        const { createdAtMicros, id } = filter.after;
+        const createdAt = timestampFromMicroseconds(createdAtMicros);
         query = query.where((eb) => eb.or([eb('created_at', '>', createdAt), eb.and([eb('created_at', '=', createdAt), eb('id', '>', id)])]));
       }
       return query.orderBy('created_at', 'asc').orderBy('id', 'asc').limit(filter.limit).execute();
@@ -102,6 +103,16 @@ export function createUsersRepository(db: Database) {
         .executeTakeFirst();
     },
   };
+}
+
+/** A timestamp column as whole microseconds since the epoch (exact: extract gives numeric). */
+export function microsecondsSinceEpoch(column: string) {
+  return sql<number>`(extract(epoch from ${sql.ref(column)}) * 1000000)::bigint`;
+}
+
+export function timestampFromMicroseconds(micros: number) {
+  // Through text, so no floating point touches the value.
+  return sql<Date>`(timestamptz 'epoch' + (${String(micros)} || ' microseconds')::interval)`;
 }
 
 export type UsersRepository = ReturnType<typeof createUsersRepository>;

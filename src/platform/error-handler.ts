@@ -45,6 +45,10 @@ export function installErrorHandlers(app: FastifyInstance): void {
 }
 
 export function sendError(reply: FastifyReply, error: GatewayError): FastifyReply {
+  // RFC 6750: every 401 names the scheme, so clients know a bearer token is what is missing.
+  if (error.status === 401 && error.headers['www-authenticate'] === undefined) {
+    reply.header('www-authenticate', 'Bearer realm="vllm-chat-gateway"');
+  }
   return reply.code(error.status).headers(error.headers).type('application/json; charset=utf-8').send(error.toEnvelope());
 }
 

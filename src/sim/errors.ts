@@ -68,3 +68,30 @@ export function faultStatusError(status: number): SimulatorError {
     param: null,
   };
 }
+
+/**
+ * The `data:` payload of a mid-stream error. vLLM builds it with Python's `json.dumps`, whose
+ * default separators put a space after `:` and `,`, unlike every other body it sends.
+ */
+export function renderStreamingError(error: SimulatorError, format: ErrorFormat): string {
+  const details = `"message": ${JSON.stringify(error.message)}, "type": ${JSON.stringify(error.type)}, "param": ${JSON.stringify(error.param)}, "code": ${error.status}`;
+  return format === 'flat' ? `{"object": "error", ${details}}` : `{"error": {${details}}}`;
+}
+
+export function simulatedGenerationFailure(chunkCount: number): SimulatorError {
+  return {
+    status: 500,
+    message: `Simulated generation failure after ${chunkCount} chunks.`,
+    type: 'InternalServerError',
+    param: null,
+  };
+}
+
+export function queueFull(): SimulatorError {
+  return {
+    status: 503,
+    message: 'The server is overloaded: the waiting queue is full.',
+    type: 'ServiceUnavailableError',
+    param: null,
+  };
+}

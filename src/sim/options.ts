@@ -39,7 +39,8 @@ export interface SimulatorOptions {
   receivedLimit?: number;
 }
 
-export type TimingOptions = Pick<
+/** What `simulator.update()` can change while it runs. */
+export type SimulatorUpdate = Pick<
   SimulatorOptions,
   'timeToFirstTokenMs' | 'interTokenMs' | 'jitterRatio' | 'healthDelayMs' | 'maxRunning' | 'maxQueued'
 >;

@@ -1,5 +1,5 @@
-// Waits between a request's generation steps with one timer at a time and no listeners, so
-// thousands of concurrent streams stay cheap and an abort can cancel the pending wait at once.
+// The simulator's waits: a request's steps are paced with one timer at a time and no listeners, so
+// thousands of concurrent streams stay cheap and an abort cancels the pending wait at once.
 
 export class Pacer {
   private timer: NodeJS.Timeout | null = null;
@@ -46,7 +46,7 @@ export function withJitter(base: number, ratio: number): number {
   return Math.max(0, base * (1 + ratio * (2 * Math.random() - 1)));
 }
 
-/** A delay that ends early when `isCancelled` turns true (checked when `cancelWatch` fires). */
+/** A delay that `cancel` ends early (used for fault and health delays, cut short by a client leaving). */
 export function sleep(milliseconds: number): { promise: Promise<void>; cancel: () => void } {
   let timer: NodeJS.Timeout | null = null;
   let resolvePromise: () => void = () => undefined;
