@@ -132,6 +132,11 @@ describe('configuration', () => {
     expect(readEnvironment({ processEnvironment: { PORT: '1' }, envFilePath: join(directory, 'missing') })).toEqual({ PORT: '1' });
   });
 
+  it('accepts .env.example as it ships', () => {
+    const environment = readEnvironment({ processEnvironment: {}, envFilePath: '.env.example' });
+    expect(() => parseConfig(environment)).not.toThrow();
+  });
+
   it('documents every variable it reads in README.md and .env.example', () => {
     const { variablesRead } = parseConfig({});
     const readme = readFileSync('README.md', 'utf8');
