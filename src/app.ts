@@ -18,6 +18,7 @@ import { registerApiDocs } from './platform/api-docs.js';
 import { createHealthService } from './health/service.js';
 import { healthRoutes } from './health/routes.js';
 import { registerAccounts } from './auth/index.js';
+import { registerRelay } from './chat/index.js';
 
 export interface AppDependencies {
   database: DatabaseHandle;
@@ -28,6 +29,13 @@ export interface AppDependencies {
 }
 
 export type App = FastifyInstance;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Handles for operations and tests: the database, and a way to write queued usage now. */
+    gateway: { database: DatabaseHandle; flushUsage(): Promise<void> };
+  }
+}
 
 export interface BuildOptions {
   /**
@@ -80,7 +88,8 @@ async function assembleApp(parts: {
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.http.trustedProxies.length > 0 ? config.http.trustedProxies : false,
     // Unknown fields are refused, not silently dropped, where a schema forbids them.
-    ajv: { customOptions: { removeAdditional: false, allErrors: false } },
+    // verbose: errors carry their schema, so a range violation can name both bounds.
+    ajv: { customOptions: { removeAdditional: false, allErrors: false, verbose: true } },
     return503OnClosing: true,
     clientErrorHandler: handleClientError,
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -120,7 +129,9 @@ async function assembleApp(parts: {
     onProblem: (problem) => logger.warn(problem, 'dependency unhealthy'),
   });
   await app.register(healthRoutes, { healthService, metricsRegistry: metrics.registry });
-  await registerAccounts(app, { config, db: database.db, store, logger });
+  const accounts = await registerAccounts(app, { config, db: database.db, store, logger });
+  const relay = await registerRelay(app, { config, db: database.db, upstreamClient, metrics, logger, authenticator: accounts.authenticator });
+  app.decorate('gateway', { database, flushUsage: () => relay.usage.flush() });
 
   if (options.extend !== undefined) await options.extend(app);
   await app.ready();

@@ -39,6 +39,25 @@ export interface Config {
     baseUrls: string[];
     apiKey: string | null;
     healthTimeoutMs: number;
+    /** Role → vLLM `priority` (lower is served first); null sends no priority (vLLM needs --scheduling-policy priority). */
+    priorityByRole: Record<'user' | 'admin', number> | null;
+    /** Salt vLLM's prefix cache per user, so users never share cached prefixes. */
+    cacheSaltPerUser: boolean;
+    modelsCacheTtlMs: number;
+  };
+  relay: {
+    connectTimeoutMs: number;
+    /** Streams: time until vLLM's response headers. */
+    headersTimeoutMs: number;
+    /** Streams: longest silence between two events. */
+    idleTimeoutMs: number;
+    /** Any request, start to end. */
+    totalTimeoutMs: number;
+    heartbeatMs: number;
+    slowClientTimeoutMs: number;
+    maxChoices: number;
+    maxMessages: number;
+    usageFlushIntervalMs: number;
   };
   upstreamsFile: string | null;
   jwt: {
@@ -110,6 +129,20 @@ export function parseConfig(environment: Environment): LoadedConfig {
       baseUrls: readVllmBaseUrls(read),
       apiKey: read.optionalString('VLLM_API_KEY'),
       healthTimeoutMs: read.integer('VLLM_HEALTH_TIMEOUT_MS', { fallback: 2000, min: 50, max: 60_000 }),
+      priorityByRole: readPriorityByRole(read),
+      cacheSaltPerUser: read.boolean('CACHE_SALT_PER_USER', true),
+      modelsCacheTtlMs: read.integer('MODELS_CACHE_TTL_MS', { fallback: 10_000, min: 0, max: 3_600_000 }),
+    },
+    relay: {
+      connectTimeoutMs: read.integer('UPSTREAM_CONNECT_TIMEOUT_MS', { fallback: 5000, min: 10, max: 600_000 }),
+      headersTimeoutMs: read.integer('UPSTREAM_HEADERS_TIMEOUT_MS', { fallback: 60_000, min: 10, max: 3_600_000 }),
+      idleTimeoutMs: read.integer('UPSTREAM_IDLE_TIMEOUT_MS', { fallback: 120_000, min: 10, max: 3_600_000 }),
+      totalTimeoutMs: read.integer('UPSTREAM_TOTAL_TIMEOUT_MS', { fallback: 900_000, min: 10, max: 86_400_000 }),
+      heartbeatMs: read.integer('SSE_HEARTBEAT_MS', { fallback: 15_000, min: 10, max: 600_000 }),
+      slowClientTimeoutMs: read.integer('SLOW_CLIENT_TIMEOUT_MS', { fallback: 30_000, min: 10, max: 3_600_000 }),
+      maxChoices: read.integer('MAX_CHOICES', { fallback: 8, min: 1, max: 128 }),
+      maxMessages: read.integer('MAX_MESSAGES', { fallback: 1000, min: 1, max: 100_000 }),
+      usageFlushIntervalMs: read.integer('USAGE_FLUSH_INTERVAL_MS', { fallback: 1000, min: 10, max: 600_000 }),
     },
     upstreamsFile: read.optionalString('UPSTREAMS_FILE'),
     jwt: readJwt(read, production),
@@ -210,6 +243,21 @@ function readJwt(read: EnvironmentReader, production: boolean): Config['jwt'] {
     refreshTtlSeconds: read.durationSeconds('JWT_REFRESH_TTL', 30 * 86_400),
     refreshReuseGraceSeconds: read.integer('REFRESH_REUSE_GRACE_SECONDS', { fallback: 10, min: 0, max: 300 }),
   };
+}
+
+function readPriorityByRole(read: EnvironmentReader): Config['vllm']['priorityByRole'] {
+  const entries = read.list('VLLM_PRIORITY_BY_ROLE');
+  if (entries === undefined) return null;
+  const priorities: Record<'user' | 'admin', number> = { user: 0, admin: 0 };
+  for (const entry of entries) {
+    const match = /^(user|admin)\s*[=:]\s*(-?\d+)$/.exec(entry);
+    if (match === null) {
+      read.problem('VLLM_PRIORITY_BY_ROLE', 'must look like admin=-10,user=0', entry);
+      return null;
+    }
+    priorities[match[1] as 'user' | 'admin'] = Number(match[2]);
+  }
+  return priorities;
 }
 
 function readBootstrapAdmin(read: EnvironmentReader): Config['bootstrapAdmin'] {

@@ -51,9 +51,28 @@ export interface ApiKeysTable {
   revoked_at: Timestamp | null;
 }
 
+export interface UsageEventsTable {
+  id: Generated<number>;
+  created_at: Timestamp;
+  user_id: string;
+  api_key_id: string | null;
+  endpoint: string;
+  model: string;
+  stream: boolean;
+  status: string;
+  finish_reason: string | null;
+  prompt_tokens: number;
+  completion_tokens: number;
+  usage_estimated: boolean;
+  ttft_ms: number | null;
+  duration_ms: number;
+  request_id: string;
+}
+
 export interface DatabaseTables {
   users: UsersTable;
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
   api_keys: ApiKeysTable;
+  usage_events: UsageEventsTable;
 }

@@ -59,7 +59,7 @@ function toGatewayError(error: FastifyError | Error): GatewayError | null {
     const first = fastifyError.validation[0];
     const param = first === undefined ? null : parameterName(first.instancePath, first.params);
     const where = fastifyError.validationContext ?? 'body';
-    const message = first === undefined ? 'Invalid request' : `Invalid ${where}: ${param ?? where} ${first.message ?? 'is invalid'}`;
+    const message = first === undefined ? 'Invalid request' : `Invalid ${where}: ${param ?? where} ${describeViolation(first)}`;
     return new GatewayError('validation_failed', message, { param });
   }
   if (typeof fastifyError.code === 'string') {
@@ -72,6 +72,15 @@ function toGatewayError(error: FastifyError | Error): GatewayError | null {
     return new GatewayError(codesByStatus[status] ?? 'invalid_request', error.message, { status });
   }
   return null;
+}
+
+/** Ajv's message, but a bounded number says both bounds ("must be between 0 and 2"). */
+function describeViolation(violation: { keyword: string; message?: string | undefined; parentSchema?: unknown }): string {
+  const schema = violation.parentSchema as { minimum?: unknown; maximum?: unknown } | undefined;
+  if ((violation.keyword === 'minimum' || violation.keyword === 'maximum') && typeof schema?.minimum === 'number' && typeof schema.maximum === 'number') {
+    return `must be between ${schema.minimum} and ${schema.maximum}`;
+  }
+  return violation.message ?? 'is invalid';
 }
 
 /** `/messages/0/role` → `messages[0].role`; a missing property names itself. */

@@ -1,0 +1,101 @@
+// Reads each relayed SSE event on the side — never changing it — to learn what the stream carried:
+// usage (the usage-only chunk, or cumulative usage on every chunk), finish reasons, vLLM's own
+// error events, malformed events, and the text, for callers that store it.
+
+export interface TokenUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export type EventKind = 'data' | 'usage_only' | 'error' | 'done' | 'comment' | 'malformed';
+
+export interface ObservedEvent {
+  kind: EventKind;
+  /** The parsed JSON of a data, usage or error event. */
+  json: Record<string, unknown> | null;
+}
+
+export class StreamObserver {
+  usage: TokenUsage | null = null;
+  finishReason: string | null = null;
+  model: string | null = null;
+  upstreamError: { message: string } | null = null;
+  /** Events that carried generated output, per choice: vLLM sends about one token per event. */
+  outputEvents = 0;
+  private readonly textParts: string[] = [];
+
+  constructor(private readonly options: { collectText: boolean }) {}
+
+  get text(): string {
+    return this.textParts.join('');
+  }
+
+  inspect(event: Buffer): ObservedEvent {
+    const data = dataOf(event.toString('utf8'));
+    if (data === null) return { kind: 'comment', json: null };
+    if (data === '[DONE]') return { kind: 'done', json: null };
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      return { kind: 'malformed', json: null };
+    }
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) return { kind: 'malformed', json: null };
+    const chunk = json as Record<string, unknown>;
+    if (chunk.error !== undefined) {
+      const message: unknown = typeof chunk.error === 'object' && chunk.error !== null ? (chunk.error as Record<string, unknown>).message : chunk.error;
+      this.upstreamError = { message: typeof message === 'string' ? message : 'vLLM reported an error' };
+      return { kind: 'error', json: chunk };
+    }
+    if (typeof chunk.model === 'string') this.model ??= chunk.model;
+    const usage = readUsage(chunk.usage);
+    if (usage !== null) this.usage = usage;
+    const choices = Array.isArray(chunk.choices) ? (chunk.choices as Array<Record<string, unknown>>) : [];
+    if (choices.length === 0 && usage !== null) return { kind: 'usage_only', json: chunk };
+    for (const choice of choices) this.observeChoice(choice);
+    return { kind: 'data', json: chunk };
+  }
+
+  private observeChoice(choice: Record<string, unknown>): void {
+    if (typeof choice.finish_reason === 'string' && (choice.index === 0 || choice.index === undefined)) this.finishReason = choice.finish_reason;
+    const delta = choice.delta as Record<string, unknown> | undefined;
+    const text = typeof choice.text === 'string' ? choice.text : typeof delta?.content === 'string' ? delta.content : '';
+    const carriesOutput = text !== '' || typeof delta?.reasoning === 'string' || typeof delta?.reasoning_content === 'string' || Array.isArray(delta?.tool_calls);
+    if (carriesOutput) this.outputEvents += 1;
+    if (this.options.collectText && text !== '' && (choice.index === 0 || choice.index === undefined)) this.textParts.push(text);
+  }
+}
+
+/** The joined `data:` lines of one event, or null when it has none (a comment). */
+function dataOf(event: string): string | null {
+  let data: string | null = null;
+  for (const line of event.split(/\r\n|\r|\n/)) {
+    if (!line.startsWith('data:')) continue;
+    const value = line.charCodeAt(5) === 0x20 ? line.slice(6) : line.slice(5);
+    data = data === null ? value : `${data}\n${value}`;
+  }
+  return data;
+}
+
+export function readUsage(value: unknown): TokenUsage | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const usage = value as Record<string, unknown>;
+  if (typeof usage.prompt_tokens !== 'number' || typeof usage.completion_tokens !== 'number') return null;
+  return { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens };
+}
+
+/**
+ * A rough prompt size for requests vLLM never reported usage for (aborted streams): about four
+ * characters per token, the usual rule of thumb for English with BPE tokenizers.
+ */
+export function estimatePromptTokens(body: Record<string, unknown>): number {
+  let characters = 0;
+  if (Array.isArray(body.messages)) {
+    for (const message of body.messages as Array<{ content?: unknown }>) {
+      characters += typeof message.content === 'string' ? message.content.length : JSON.stringify(message.content ?? '').length;
+    }
+  } else if (body.prompt !== undefined) {
+    characters = typeof body.prompt === 'string' ? body.prompt.length : JSON.stringify(body.prompt).length;
+  }
+  return Math.ceil(characters / 4);
+}

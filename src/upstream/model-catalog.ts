@@ -1,0 +1,81 @@
+// The models vLLM serves, from each upstream's /v1/models, cached briefly. Concurrent callers share
+// one fetch; a failed refresh serves the last good list rather than failing every request.
+import { GatewayError } from '../errors.js';
+import type { VllmClient } from './vllm-client.js';
+import { classifyErrorResponse } from './upstream-failure.js';
+
+export interface ModelCard {
+  id: string;
+  object: string;
+  max_model_len?: number | null;
+  parent?: string | null;
+  [field: string]: unknown;
+}
+
+export interface ModelList {
+  object: 'list';
+  data: ModelCard[];
+}
+
+export function createModelCatalog(options: { vllm: VllmClient; baseUrls: string[]; ttlMs: number; timeoutMs: number }) {
+  let cached: { list: ModelList; fetchedAt: number } | null = null;
+  let inFlight: Promise<ModelList> | null = null;
+
+  async function fetchAll(): Promise<ModelList> {
+    const results = await Promise.allSettled(options.baseUrls.map((baseUrl) => fetchOne(baseUrl)));
+    const seen = new Set<string>();
+    const data: ModelCard[] = [];
+    for (const result of results) {
+      if (result.status !== 'fulfilled') continue;
+      for (const card of result.value) {
+        // Each model once, whichever server serves it.
+        if (seen.has(card.id)) continue;
+        seen.add(card.id);
+        data.push(card);
+      }
+    }
+    const firstFailure = results.find((result) => result.status === 'rejected');
+    if (data.length === 0 && firstFailure !== undefined) throw firstFailure.reason;
+    return { object: 'list', data };
+  }
+
+  async function fetchOne(baseUrl: string): Promise<ModelCard[]> {
+    const response = await options.vllm.get(`${baseUrl}/v1/models`, options.timeoutMs);
+    if (response.statusCode !== 200) throw classifyErrorResponse(response.statusCode, response.text).error;
+    const parsed = JSON.parse(response.text) as { data?: unknown };
+    if (!Array.isArray(parsed.data)) throw new GatewayError('upstream_error', 'vLLM sent a model list without data');
+    return parsed.data.filter((card): card is ModelCard => typeof card === 'object' && card !== null && typeof (card as { id?: unknown }).id === 'string');
+  }
+
+  return {
+    async list(): Promise<ModelList> {
+      if (cached !== null && Date.now() - cached.fetchedAt < options.ttlMs) return cached.list;
+      inFlight ??= fetchAll()
+        .then((list) => {
+          cached = { list, fetchedAt: Date.now() };
+          return list;
+        })
+        .finally(() => {
+          inFlight = null;
+        });
+      try {
+        return await inFlight;
+      } catch (error) {
+        if (cached !== null) return cached.list;
+        throw error;
+      }
+    },
+
+    /** Whether a model is known, from the cache only: never a request on the hot path. */
+    knows(modelId: string): boolean {
+      return cached?.list.data.some((card) => card.id === modelId) ?? false;
+    },
+
+    /** The first model: what vLLM uses when a request names none. */
+    defaultModel(): string | null {
+      return cached?.list.data[0]?.id ?? null;
+    },
+  };
+}
+
+export type ModelCatalog = ReturnType<typeof createModelCatalog>;

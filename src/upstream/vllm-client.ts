@@ -1,0 +1,63 @@
+// Sends one generation request to vLLM over the shared keep-alive pool. The caller's abort signal
+// is tied to the upstream request, so a client that leaves frees its GPU slot at once.
+import type { Dispatcher, HttpClient } from '../platform/http-client.js';
+import { httpRequest } from '../platform/http-client.js';
+import { classifyTransportError } from './upstream-failure.js';
+
+export type GenerationPath = '/v1/chat/completions' | '/v1/completions';
+
+export interface UpstreamResponse {
+  statusCode: number;
+  headers: Dispatcher.ResponseData['headers'];
+  body: Dispatcher.ResponseData['body'];
+}
+
+export interface GenerationCall {
+  baseUrl: string;
+  path: GenerationPath;
+  body: string;
+  requestId: string;
+  stream: boolean;
+  signal: AbortSignal;
+  headersTimeoutMs: number;
+  /** For streams, the longest silence between two chunks; for the rest, the whole body. */
+  bodyTimeoutMs: number;
+}
+
+export function createVllmClient(options: { client: HttpClient; apiKey: string | null }) {
+  const baseHeaders: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  if (options.apiKey !== null) baseHeaders.authorization = `Bearer ${options.apiKey}`;
+
+  return {
+    /** Resolves with vLLM's response (any status); rejects with an UpstreamFailure when no response came. */
+    async generate(call: GenerationCall): Promise<UpstreamResponse> {
+      try {
+        const response = await httpRequest(`${call.baseUrl}${call.path}`, {
+          method: 'POST',
+          dispatcher: options.client,
+          body: call.body,
+          headers: { ...baseHeaders, 'x-request-id': call.requestId },
+          signal: call.signal,
+          headersTimeout: call.headersTimeoutMs,
+          bodyTimeout: call.bodyTimeoutMs,
+        });
+        return { statusCode: response.statusCode, headers: response.headers, body: response.body };
+      } catch (error) {
+        const timedOut = (call.signal.reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
+        if (call.signal.aborted && !timedOut) throw error;
+        throw classifyTransportError(call.signal.aborted ? call.signal.reason : error);
+      }
+    },
+
+    async get(url: string, timeoutMs: number): Promise<{ statusCode: number; text: string }> {
+      try {
+        const response = await httpRequest(url, { method: 'GET', dispatcher: options.client, headers: baseHeaders, signal: AbortSignal.timeout(timeoutMs) });
+        return { statusCode: response.statusCode, text: await response.body.text() };
+      } catch (error) {
+        throw classifyTransportError(error);
+      }
+    },
+  };
+}
+
+export type VllmClient = ReturnType<typeof createVllmClient>;
