@@ -70,7 +70,7 @@ async function assembleApp(parts: {
   const logger = provided.logger ?? createLogger({ config });
   const database = provided.database ?? remember(owned, await openDatabase({ database: config.database, dataDirectory: config.dataDirectory }));
   const store = provided.store ?? remember(owned, await openStore({ redis: config.redis }));
-  const upstreamClient = provided.upstreamClient ?? remember(owned, createHttpClient());
+  const upstreamClient = provided.upstreamClient ?? remember(owned, createHttpClient({ connectTimeoutMs: config.relay.connectTimeoutMs }));
   const metrics = provided.metrics ?? createMetrics();
 
   if (config.database.autoMigrate) {
@@ -130,7 +130,7 @@ async function assembleApp(parts: {
   });
   await app.register(healthRoutes, { healthService, metricsRegistry: metrics.registry });
   const accounts = await registerAccounts(app, { config, db: database.db, store, logger });
-  const relay = await registerRelay(app, { config, db: database.db, upstreamClient, metrics, logger, authenticator: accounts.authenticator });
+  const relay = await registerRelay(app, { config, db: database.db, store, upstreamClient, metrics, logger, authenticator: accounts.authenticator });
   app.decorate('gateway', { database, flushUsage: () => relay.usage.flush() });
 
   if (options.extend !== undefined) await options.extend(app);

@@ -1,6 +1,7 @@
 // SQL for users: lookups, creation, and the changes that end older tokens (token_version bumps).
 import { sql } from 'kysely';
 import type { Database } from '../platform/database.js';
+import { microsecondsSinceEpoch, timestampFromMicroseconds } from '../platform/sql-time.js';
 
 export interface UserRecord {
   id: string;
@@ -78,7 +79,7 @@ export function createUsersRepository(db: Database) {
     },
 
     async list(filter: UserListFilter): Promise<Array<UserRecord & { created_at_micros: number }>> {
-      let query = db.selectFrom('users').select([...userColumns, microsecondsSinceEpoch('created_at').as('created_at_micros')]);
+      let query = db.selectFrom('users').select([...userColumns, microsecondsSinceEpoch(sql.ref('created_at')).as('created_at_micros')]);
       if (filter.email !== undefined) {
         const escaped = filter.email.toLowerCase().replace(/[\\%_]/g, (character) => `\\${character}`);
         query = query.where(sql<string>`lower(email)`, 'like', `%${escaped}%`);
@@ -103,16 +104,6 @@ export function createUsersRepository(db: Database) {
         .executeTakeFirst();
     },
   };
-}
-
-/** A timestamp column as whole microseconds since the epoch (exact: extract gives numeric). */
-export function microsecondsSinceEpoch(column: string) {
-  return sql<number>`(extract(epoch from ${sql.ref(column)}) * 1000000)::bigint`;
-}
-
-export function timestampFromMicroseconds(micros: number) {
-  // Through text, so no floating point touches the value.
-  return sql<Date>`(timestamptz 'epoch' + (${String(micros)} || ' microseconds')::interval)`;
 }
 
 export type UsersRepository = ReturnType<typeof createUsersRepository>;

@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type RequestOutcome = 'ok' | 'aborted' | 'upstream_error' | 'client_error' | 'timeout';
-export type AbortReason = 'client_disconnect' | 'slow_client' | 'upstream_cut' | 'timeout' | 'shutdown' | 'malformed_upstream';
+export type AbortReason = 'client_disconnect' | 'slow_client' | 'stopped' | 'shutdown' | 'upstream_cut' | 'timeout' | 'malformed_upstream';
 
 export function createChatMetrics(registry: Registry) {
   const registers = [registry];

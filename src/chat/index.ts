@@ -13,10 +13,17 @@ import { createUsageRepository } from '../usage/usage-repository.js';
 import { createChatMetrics } from './chat-metrics.js';
 import { createRelayService } from './relay-service.js';
 import { appModelsRoute, v1Routes } from './v1-routes.js';
+import type { KeyValueStore } from '../platform/key-value-store.js';
+import { createConversationsRepository } from '../conversations/repository.js';
+import { createConversationsService } from '../conversations/service.js';
+import { conversationsRoutes } from '../conversations/routes.js';
+import { createChatService } from './chat-service.js';
+import { chatRoutes } from './chat-routes.js';
+import { createGenerationRegistry } from './generation-registry.js';
 
 export async function registerRelay(
   app: FastifyInstance,
-  dependencies: { config: Config; db: Database; upstreamClient: HttpClient; metrics: Metrics; logger: Logger; authenticator: Authenticator },
+  dependencies: { config: Config; db: Database; store: KeyValueStore; upstreamClient: HttpClient; metrics: Metrics; logger: Logger; authenticator: Authenticator },
 ) {
   const { config, logger, authenticator } = dependencies;
   const chatMetrics = createChatMetrics(dependencies.metrics.registry);
@@ -44,13 +51,52 @@ export async function registerRelay(
   refreshModels();
   const refresher = setInterval(refreshModels, Math.max(config.vllm.modelsCacheTtlMs, 1000));
   refresher.unref();
+
+  const conversations = createConversationsRepository(dependencies.db);
+  const conversationsService = createConversationsService({ conversations });
+  const registry = createGenerationRegistry({ store: dependencies.store, logger });
+  await registry.start();
+  const chatService = createChatService({
+    relayService,
+    conversationsService,
+    conversations,
+    registry,
+    catalog,
+    countTokens: ({ model, messages }) => vllm.countTokens({ baseUrl: config.vllm.baseUrls[0] ?? '', model, messages, timeoutMs: config.vllm.healthTimeoutMs }),
+    maxHistoryMessages: config.relay.maxMessages,
+    logger,
+  });
+
+  // A crash leaves assistant messages in `streaming`: older than any generation may last, they are
+  // marked interrupted, at start and then every minute. A single instance (the in-process store)
+  // knows at start that none of them is running anywhere.
+  const startedAt = new Date();
+  const sweep = () =>
+    void conversations
+      .interruptStale(dependencies.store.kind === 'memory' ? startedAt : new Date(Date.now() - config.relay.totalTimeoutMs - 60_000))
+      .then((count) => (count > 0 ? logger.warn({ count }, 'marked stale streaming messages interrupted') : undefined))
+      .catch((error: unknown) => logger.warn({ err: error }, 'stale message sweep failed'));
+  sweep();
+  const sweeper = setInterval(sweep, 60_000);
+  sweeper.unref();
+
+  // Shutdown: running generations end now, so their partial answers are saved before the pools close.
+  app.addHook('preClose', (done) => {
+    const stopped = registry.stopAll('shutdown');
+    if (stopped > 0) logger.info({ stopped }, 'generations interrupted by shutdown');
+    done();
+  });
   app.addHook('onClose', async () => {
     clearInterval(refresher);
+    clearInterval(sweeper);
+    await registry.close();
     await usage.close();
   });
 
   const limits = { maxTokensCap: config.limits.maxTokensCap, maxChoices: config.relay.maxChoices, maxMessages: config.relay.maxMessages };
   await app.register(v1Routes, { prefix: '/v1', relayService, catalog, authenticator, limits });
   await app.register(appModelsRoute, { prefix: '/api', catalog, authenticator });
-  return { relayService, catalog, usage };
+  await app.register(conversationsRoutes, { prefix: '/api/conversations', conversationsService, authenticator, maxTokensCap: config.limits.maxTokensCap });
+  await app.register(chatRoutes, { prefix: '/api', chatService, registry, conversations, authenticator, limits });
+  return { relayService, catalog, usage, conversations };
 }

@@ -1,20 +1,20 @@
-// The relay: every generation request, from /v1 (and later /api/chat), goes through here. It
-// applies the request policy, calls vLLM with the client's disconnect tied to the upstream
+// The relay: every generation request, from /v1 and from /api/chat, goes through here. It applies
+// the request policy, calls vLLM with the client's disconnect (and any stop) tied to the upstream
 // request, answers with vLLM's bytes (JSON, or SSE through stream-relay), and records usage and
 // metrics once it is over — never a database write on the way.
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../auth/authenticate.js';
+import { GatewayError } from '../errors.js';
 import type { ModelCatalog } from '../upstream/model-catalog.js';
 import { classifyErrorResponse, classifyTransportError, UpstreamFailure } from '../upstream/upstream-failure.js';
 import type { GenerationPath, VllmClient } from '../upstream/vllm-client.js';
 import type { UsageRecorder } from '../usage/usage-recorder.js';
-import type { UsageEvent } from '../usage/usage-repository.js';
 import type { AbortReason, ChatMetrics, RequestOutcome } from './chat-metrics.js';
 import { prepareUpstreamRequest, type PolicyOptions } from './request-policy.js';
 import { sseHeaders } from './sse.js';
 import { estimatePromptTokens, readUsage, StreamObserver, type TokenUsage } from './stream-observer.js';
-import { relayStream, type StreamEnding } from './stream-relay.js';
+import { relayStream, type StopReason, type StreamEnding } from './stream-relay.js';
 
 export interface RelayTimeouts {
   headersTimeoutMs: number;
@@ -28,10 +28,36 @@ export type Endpoint = 'chat.completions' | 'completions';
 
 const paths: Record<Endpoint, GenerationPath> = { 'chat.completions': '/v1/chat/completions', completions: '/v1/completions' };
 
-interface Accounting {
-  startedAt: number;
-  firstEventAt: number | null;
-  lastEventAt: number | null;
+/** How a relayed request ended, for callers that store the turn (the chat API). */
+export interface RelayResult {
+  outcome: RequestOutcome;
+  abortReason: AbortReason | null;
+  /** The text of choice 0, when collectText was asked for. */
+  text: string;
+  finishReason: string | null;
+  usage: TokenUsage;
+  usageEstimated: boolean;
+  ttftMs: number | null;
+  durationMs: number;
+  model: string | null;
+  /** What went wrong after the answer started, if anything. */
+  error: GatewayError | null;
+}
+
+export interface RelayInput {
+  request: FastifyRequest;
+  reply: FastifyReply;
+  principal: Principal;
+  endpoint: Endpoint;
+  body: Record<string, unknown>;
+  /** Keep the generated text (choice 0) in the result. */
+  collectText?: boolean;
+  /** Events to send before vLLM's on a stream. */
+  leadingEvents?: Buffer[];
+  /** Ends the generation from outside: a stop request, or shutdown. */
+  stop?: { signal: AbortSignal; reason: () => StopReason };
+  /** For non-streaming answers: the JSON to send instead of vLLM's bytes (the chat API adds its ids). */
+  rewriteJson?: (completion: Record<string, unknown>) => Record<string, unknown>;
 }
 
 export function createRelayService(dependencies: {
@@ -59,56 +85,15 @@ export function createRelayService(dependencies: {
     return name !== null && catalog.knows(name) ? name : 'unknown';
   }
 
-  function finish(input: {
-    principal: Principal;
-    endpoint: Endpoint;
-    requestId: string;
-    model: string | null;
-    stream: boolean;
-    outcome: RequestOutcome;
-    finishReason: string | null;
-    usage: TokenUsage | null;
-    estimatedUsage: TokenUsage;
-    accounting: Accounting;
-  }): void {
-    const label = modelLabel(input.model);
-    const durationMs = Date.now() - input.accounting.startedAt;
-    const usage = input.usage ?? input.estimatedUsage;
-    metrics.requests.inc({ model: label, status: input.outcome });
-    metrics.duration.observe({ model: label, stream: String(input.stream) }, durationMs / 1000);
-    if (usage.prompt_tokens > 0) metrics.promptTokens.inc({ model: label }, usage.prompt_tokens);
-    if (usage.completion_tokens > 0) metrics.completionTokens.inc({ model: label }, usage.completion_tokens);
-    const ttftMs = input.accounting.firstEventAt === null ? null : input.accounting.firstEventAt - input.accounting.startedAt;
-    const event: UsageEvent = {
-      createdAt: new Date(input.accounting.startedAt),
-      userId: input.principal.userId,
-      apiKeyId: input.principal.kind === 'api_key' ? input.principal.apiKeyId : null,
-      endpoint: input.endpoint,
-      model: input.model ?? catalog.defaultModel() ?? 'unknown',
-      stream: input.stream,
-      status: input.outcome,
-      finishReason: input.finishReason,
-      promptTokens: usage.prompt_tokens,
-      completionTokens: usage.completion_tokens,
-      usageEstimated: input.usage === null,
-      ttftMs,
-      durationMs,
-      requestId: input.requestId,
-    };
-    dependencies.usage.record(event);
-  }
-
-  function countFailure(failure: UpstreamFailure | null): void {
-    if (failure !== null) metrics.upstreamErrors.inc({ kind: failure.kind });
-  }
-
-  async function relay(input: { request: FastifyRequest; reply: FastifyReply; principal: Principal; endpoint: Endpoint; body: Record<string, unknown> }): Promise<void> {
+  async function relay(input: RelayInput): Promise<RelayResult> {
     const { request, reply, principal, endpoint } = input;
     const prepared = prepareUpstreamRequest({ body: input.body, principal, policy: dependencies.policy });
-    const accounting: Accounting = { startedAt: Date.now(), firstEventAt: null, lastEventAt: null };
-    const estimatedUsage: TokenUsage = { prompt_tokens: estimatePromptTokens(input.body), completion_tokens: 0 };
+    const startedAt = Date.now();
+    let firstEventAt: number | null = null;
+    let lastEventAt: number | null = null;
+    const observer = new StreamObserver({ collectText: input.collectText === true });
 
-    // One controller ties the client to the upstream request: the client leaving aborts vLLM's work.
+    // One controller ties the client (and a stop) to the upstream request: vLLM frees the slot at once.
     const controller = new AbortController();
     let clientGone = false;
     reply.raw.on('close', () => {
@@ -117,13 +102,68 @@ export function createRelayService(dependencies: {
         controller.abort(new Error('client disconnected'));
       }
     });
+    const onStop = () => controller.abort(new Error('generation stopped'));
+    input.stop?.signal.addEventListener('abort', onStop, { once: true });
     const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(timeouts.totalTimeoutMs)]);
-    const base = { principal, endpoint, requestId: request.id, stream: prepared.stream, accounting, estimatedUsage };
 
-    function recordAbort(input: Omit<Parameters<typeof finish>[0], 'outcome'> & { reason: AbortReason }): void {
-      metrics.abortedStreams.inc({ reason: input.reason });
-      finish({ ...input, outcome: 'aborted' });
-    }
+    const conclude = (ending: { outcome: RequestOutcome; abortReason?: AbortReason | null; error?: GatewayError | null; usage?: TokenUsage | null; finishReason?: string | null }): RelayResult => {
+      input.stop?.signal.removeEventListener('abort', onStop);
+      const model = observer.model ?? prepared.model;
+      const label = modelLabel(model);
+      const durationMs = Date.now() - startedAt;
+      const reported = ending.usage ?? observer.usage;
+      const usage = reported ?? { prompt_tokens: estimatePromptTokens(input.body), completion_tokens: observer.outputEvents };
+      const ttftMs = firstEventAt === null ? null : firstEventAt - startedAt;
+      metrics.requests.inc({ model: label, status: ending.outcome });
+      metrics.duration.observe({ model: label, stream: String(prepared.stream) }, durationMs / 1000);
+      if (usage.prompt_tokens > 0) metrics.promptTokens.inc({ model: label }, usage.prompt_tokens);
+      if (usage.completion_tokens > 0) metrics.completionTokens.inc({ model: label }, usage.completion_tokens);
+      if (ending.abortReason != null) metrics.abortedStreams.inc({ reason: ending.abortReason });
+      const finishReason = ending.finishReason ?? observer.finishReason;
+      dependencies.usage.record({
+        createdAt: new Date(startedAt),
+        userId: principal.userId,
+        apiKeyId: principal.kind === 'api_key' ? principal.apiKeyId : null,
+        endpoint,
+        model: model ?? catalog.defaultModel() ?? 'unknown',
+        stream: prepared.stream,
+        status: ending.outcome,
+        finishReason,
+        promptTokens: usage.prompt_tokens,
+        completionTokens: usage.completion_tokens,
+        usageEstimated: reported === null,
+        ttftMs,
+        durationMs,
+        requestId: request.id,
+      });
+      return {
+        outcome: ending.outcome,
+        abortReason: ending.abortReason ?? null,
+        text: observer.text,
+        finishReason,
+        usage,
+        usageEstimated: reported === null,
+        ttftMs,
+        durationMs,
+        model,
+        error: ending.error ?? null,
+      };
+    };
+
+    /** Ended early from our side: the client left, or a stop. Nothing more is sent to vLLM or the client. */
+    const endedByUs = (): RelayResult | null => {
+      if (clientGone) return conclude({ outcome: 'aborted', abortReason: 'client_disconnect' });
+      if (input.stop?.signal.aborted === true) return conclude({ outcome: 'aborted', abortReason: input.stop.reason() === 'shutdown' ? 'shutdown' : 'stopped' });
+      return null;
+    };
+
+    /** A failure before any byte reached the client: recorded, then thrown for the error handler. */
+    const failEarly = (error: unknown): never => {
+      const failure = error instanceof UpstreamFailure ? error : classifyTransportError(signal.aborted ? signal.reason : error);
+      metrics.upstreamErrors.inc({ kind: failure.kind });
+      conclude({ outcome: failure.code === 'upstream_timeout' ? 'timeout' : 'upstream_error', error: failure });
+      throw failure;
+    };
 
     let upstream;
     try {
@@ -138,21 +178,16 @@ export function createRelayService(dependencies: {
         bodyTimeoutMs: prepared.stream ? timeouts.idleTimeoutMs : timeouts.totalTimeoutMs,
       });
     } catch (error) {
-      if (clientGone) {
-        recordAbort({ ...base, model: prepared.model, reason: 'client_disconnect', usage: null, finishReason: null });
-        return;
-      }
-      const failure = error instanceof UpstreamFailure ? error : classifyTransportError(error);
-      countFailure(failure);
-      finish({ ...base, model: prepared.model, outcome: failure.code === 'upstream_timeout' ? 'timeout' : 'upstream_error', finishReason: null, usage: null });
-      throw failure;
+      const ended = endedByUs();
+      if (ended !== null) return stoppedBeforeAnswer(ended);
+      return failEarly(error);
     }
 
     if (upstream.statusCode !== 200) {
       const text = await upstream.body.text().catch(() => '');
       const { error, upstreamFault } = classifyErrorResponse(upstream.statusCode, text);
       if (upstreamFault !== null) metrics.upstreamErrors.inc({ kind: upstreamFault });
-      finish({ ...base, model: prepared.model, outcome: upstreamFault === null ? 'client_error' : 'upstream_error', finishReason: null, usage: null });
+      conclude({ outcome: upstreamFault === null ? 'client_error' : 'upstream_error', error });
       throw error;
     }
 
@@ -161,23 +196,25 @@ export function createRelayService(dependencies: {
       try {
         bytes = Buffer.from(await upstream.body.arrayBuffer());
       } catch (error) {
-        if (clientGone) {
-          recordAbort({ ...base, model: prepared.model, reason: 'client_disconnect', usage: null, finishReason: null });
-          return;
-        }
-        const failure = classifyTransportError(signal.aborted ? signal.reason : error);
-        countFailure(failure);
-        finish({ ...base, model: prepared.model, outcome: failure.code === 'upstream_timeout' ? 'timeout' : 'upstream_error', finishReason: null, usage: null });
-        throw failure;
+        const ended = endedByUs();
+        if (ended !== null) return stoppedBeforeAnswer(ended);
+        return failEarly(error);
       }
-      const summary = summariseJson(bytes);
-      finish({ ...base, model: summary.model ?? prepared.model, outcome: 'ok', finishReason: summary.finishReason, usage: summary.usage });
-      // vLLM's bytes, as they came: never parsed and re-serialised on the way to the client.
-      await reply.header('content-type', String(upstream.headers['content-type'] ?? 'application/json')).send(bytes);
-      return;
+      const completion = parseJsonObject(bytes);
+      const result = conclude({
+        outcome: 'ok',
+        usage: readUsage(completion?.usage),
+        finishReason: firstFinishReason(completion),
+      });
+      if (completion !== null && typeof completion.model === 'string') result.model = completion.model;
+      if (input.collectText === true) result.text = firstMessageContent(completion);
+      const contentType = String(upstream.headers['content-type'] ?? 'application/json');
+      if (input.rewriteJson !== undefined && completion !== null) await reply.type('application/json').send(input.rewriteJson(completion));
+      // vLLM's bytes, as they came: never parsed and re-serialised on the way to a /v1 client.
+      else await reply.header('content-type', contentType).send(bytes);
+      return result;
     }
 
-    const observer = new StreamObserver({ collectText: false });
     reply.hijack();
     metrics.activeStreams.inc();
     let ending: StreamEnding;
@@ -190,43 +227,53 @@ export function createRelayService(dependencies: {
         forwardUsageChunk: prepared.clientWantsUsage,
         heartbeatMs: timeouts.heartbeatMs,
         slowClientTimeoutMs: timeouts.slowClientTimeoutMs,
+        ...(input.leadingEvents === undefined ? {} : { leadingEvents: input.leadingEvents }),
         clientGone: () => clientGone,
+        stopRequested: () => (input.stop?.signal.aborted === true ? input.stop.reason() : null),
         abortUpstream: (reason) => controller.abort(new Error(reason)),
         onDataEvent: (arrivedAt) => {
           const label = modelLabel(observer.model ?? prepared.model);
-          if (accounting.firstEventAt === null) {
-            accounting.firstEventAt = arrivedAt;
-            metrics.timeToFirstToken.observe({ model: label }, (arrivedAt - accounting.startedAt) / 1000);
-          } else if (accounting.lastEventAt !== null) {
-            metrics.interTokenLatency.observe({ model: label }, (arrivedAt - accounting.lastEventAt) / 1000);
+          if (firstEventAt === null) {
+            firstEventAt = arrivedAt;
+            metrics.timeToFirstToken.observe({ model: label }, (arrivedAt - startedAt) / 1000);
+          } else if (lastEventAt !== null) {
+            metrics.interTokenLatency.observe({ model: label }, (arrivedAt - lastEventAt) / 1000);
           }
-          accounting.lastEventAt = arrivedAt;
+          lastEventAt = arrivedAt;
         },
       });
     } finally {
       metrics.activeStreams.dec();
+      request.server.recordHijackedRequest(request, reply);
     }
 
-    const streamed = { ...base, model: observer.model ?? prepared.model, finishReason: observer.finishReason };
-    const estimate = { prompt_tokens: estimatedUsage.prompt_tokens, completion_tokens: observer.outputEvents };
     switch (ending.outcome) {
       case 'complete':
-        finish({ ...streamed, outcome: 'ok', usage: observer.usage, estimatedUsage: estimate });
-        return;
+        return conclude({ outcome: 'ok' });
       case 'upstream_error_event':
-        finish({ ...streamed, outcome: 'upstream_error', usage: observer.usage, estimatedUsage: estimate });
-        return;
+        return conclude({ outcome: 'upstream_error', error: new GatewayError('upstream_error', observer.upstreamError?.message ?? 'vLLM reported an error') });
       case 'client_disconnect':
       case 'slow_client':
-        recordAbort({ ...streamed, estimatedUsage: estimate, reason: ending.outcome, usage: observer.usage });
-        return;
+        return conclude({ outcome: 'aborted', abortReason: ending.outcome });
+      case 'stopped':
+        return conclude({ outcome: 'aborted', abortReason: ending.reason === 'shutdown' ? 'shutdown' : 'stopped' });
       case 'upstream_failure': {
-        countFailure(ending.failure);
-        const reason: AbortReason = ending.failure.kind === 'malformed' ? 'malformed_upstream' : ending.failure.code === 'upstream_timeout' ? 'timeout' : 'upstream_cut';
-        metrics.abortedStreams.inc({ reason });
-        finish({ ...streamed, outcome: ending.failure.code === 'upstream_timeout' ? 'timeout' : 'upstream_error', usage: observer.usage, estimatedUsage: estimate });
-        return;
+        metrics.upstreamErrors.inc({ kind: ending.failure.kind });
+        const timedOut = ending.failure.code === 'upstream_timeout';
+        return conclude({
+          outcome: timedOut ? 'timeout' : 'upstream_error',
+          abortReason: ending.failure.kind === 'malformed' ? 'malformed_upstream' : timedOut ? 'timeout' : 'upstream_cut',
+          error: ending.failure,
+        });
       }
+    }
+
+    /** Stopped or left before vLLM answered: a stopping client is told; a departed one needs nothing. */
+    function stoppedBeforeAnswer(result: RelayResult): RelayResult {
+      if (result.abortReason === 'stopped' || result.abortReason === 'shutdown') {
+        throw new GatewayError(result.abortReason === 'shutdown' ? 'service_unavailable' : 'generation_stopped', result.abortReason === 'shutdown' ? 'The gateway is shutting down' : 'The generation was stopped');
+      }
+      return result;
     }
   }
 
@@ -235,13 +282,28 @@ export function createRelayService(dependencies: {
 
 export type RelayService = ReturnType<typeof createRelayService>;
 
-/** Usage, model and finish reason of a non-streaming answer, read on the side. */
-function summariseJson(bytes: Buffer): { usage: TokenUsage | null; model: string | null; finishReason: string | null } {
+function parseJsonObject(bytes: Buffer): Record<string, unknown> | null {
   try {
-    const parsed = JSON.parse(bytes.toString('utf8')) as { usage?: unknown; model?: unknown; choices?: Array<{ finish_reason?: unknown }> };
-    const finishReason = parsed.choices?.[0]?.finish_reason;
-    return { usage: readUsage(parsed.usage), model: typeof parsed.model === 'string' ? parsed.model : null, finishReason: typeof finishReason === 'string' ? finishReason : null };
+    const parsed: unknown = JSON.parse(bytes.toString('utf8'));
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : null;
   } catch {
-    return { usage: null, model: null, finishReason: null };
+    return null;
   }
+}
+
+function firstChoice(completion: Record<string, unknown> | null): Record<string, unknown> | null {
+  const choices = completion?.choices;
+  return Array.isArray(choices) && typeof choices[0] === 'object' && choices[0] !== null ? (choices[0] as Record<string, unknown>) : null;
+}
+
+function firstFinishReason(completion: Record<string, unknown> | null): string | null {
+  const reason = firstChoice(completion)?.finish_reason;
+  return typeof reason === 'string' ? reason : null;
+}
+
+function firstMessageContent(completion: Record<string, unknown> | null): string {
+  const choice = firstChoice(completion);
+  const message = choice?.message as { content?: unknown } | undefined;
+  if (typeof message?.content === 'string') return message.content;
+  return typeof choice?.text === 'string' ? choice.text : '';
 }

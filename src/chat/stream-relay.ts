@@ -9,8 +9,12 @@ import { SseFramer } from './sse-framer.js';
 import { doneEvent, errorEvent, heartbeatEvent } from './sse.js';
 import type { StreamObserver } from './stream-observer.js';
 
+/** Why the gateway itself ended a generation: the user pressed stop, or the gateway is shutting down. */
+export type StopReason = 'user' | 'shutdown';
+
 export type StreamEnding =
   | { outcome: 'complete' }
+  | { outcome: 'stopped'; reason: StopReason }
   | { outcome: 'upstream_error_event' }
   | { outcome: 'client_disconnect' }
   | { outcome: 'slow_client' }
@@ -28,6 +32,8 @@ export interface StreamRelayOptions {
   /** Events the gateway sends before vLLM's, e.g. /api/chat's `event: conversation`. */
   leadingEvents?: Buffer[];
   clientGone: () => boolean;
+  /** Set once a stop was requested; the upstream request is aborted by the caller. */
+  stopRequested: () => StopReason | null;
   abortUpstream: (reason: string) => void;
   /** Called for each data event vLLM sent, with the time it arrived. */
   onDataEvent: (arrivedAt: number) => void;
@@ -56,9 +62,18 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
     response.end(doneEvent);
   };
 
+  /** A stop ends the stream cleanly for the user who asked; shutdown tells the client why. */
+  const finishStopped = (reason: StopReason): StreamEnding => {
+    if (reason === 'shutdown') finishWithError(new GatewayError('service_unavailable', 'The gateway is shutting down; the answer so far was saved'));
+    else if (!response.writableEnded && !response.destroyed) response.end(doneEvent);
+    return { outcome: 'stopped', reason };
+  };
+
   try {
     for await (const chunk of options.upstream) {
       if (options.clientGone()) return { outcome: 'client_disconnect' };
+      const stop = options.stopRequested();
+      if (stop !== null) return finishStopped(stop);
       const arrivedAt = Date.now();
       const outgoing: Buffer[] = [];
       for (const event of framer.push(chunk)) {
@@ -88,6 +103,8 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
     }
   } catch (error) {
     if (options.clientGone()) return { outcome: 'client_disconnect' };
+    const stop = options.stopRequested();
+    if (stop !== null) return finishStopped(stop);
     const failure = error instanceof UpstreamFailure ? error : classifyTransportError(error);
     finishWithError(failure);
     return { outcome: 'upstream_failure', failure };
@@ -96,6 +113,8 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
   }
 
   if (options.clientGone()) return { outcome: 'client_disconnect' };
+  const stop = options.stopRequested();
+  if (stop !== null && !sawDone) return finishStopped(stop);
   if (!sawDone) {
     const failure = new UpstreamFailure('reset', new GatewayError('upstream_unavailable', 'vLLM ended the stream before it was complete'));
     finishWithError(failure);

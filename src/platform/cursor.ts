@@ -25,3 +25,19 @@ export function decodeCursor(value: string): TimeCursor {
     throw invalid;
   }
 }
+
+/** A cursor over an ever-increasing position (messages in a conversation). */
+export function encodePositionCursor(position: number): string {
+  return Buffer.from(JSON.stringify({ p: position })).toString('base64url');
+}
+
+export function decodePositionCursor(value: string): number {
+  const invalid = new GatewayError('validation_failed', 'cursor is not one this API gave out', { param: 'cursor' });
+  try {
+    const parsed = JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as { p?: unknown };
+    if (typeof parsed.p !== 'number' || !Number.isSafeInteger(parsed.p) || parsed.p < 0) throw invalid;
+    return parsed.p;
+  } catch {
+    throw invalid;
+  }
+}

@@ -69,10 +69,47 @@ export interface UsageEventsTable {
   request_id: string;
 }
 
+export interface ConversationsTable {
+  id: Generated<string>;
+  user_id: string;
+  title: string;
+  model: string | null;
+  system_prompt: string | null;
+  settings: ColumnType<Record<string, unknown>, string | undefined, string>;
+  message_count: Generated<number>;
+  last_message_at: Timestamp | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export type MessageStatus = 'complete' | 'streaming' | 'interrupted' | 'error';
+
+export interface MessagesTable {
+  id: Generated<string>;
+  position: Generated<number>;
+  conversation_id: string;
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content: Generated<string>;
+  status: Generated<MessageStatus>;
+  status_reason: string | null;
+  finish_reason: string | null;
+  model: string | null;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  ttft_ms: number | null;
+  duration_ms: number | null;
+  request_id: string | null;
+  idempotency_key: string | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
 export interface DatabaseTables {
   users: UsersTable;
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
   api_keys: ApiKeysTable;
   usage_events: UsageEventsTable;
+  conversations: ConversationsTable;
+  messages: MessagesTable;
 }

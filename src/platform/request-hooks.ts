@@ -1,6 +1,6 @@
 // Hooks every request passes through: the request id echoed back, the Host check, one access-log
 // line and the HTTP metrics when the answer is done.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError } from '../errors.js';
 import { sendError } from './error-handler.js';
 import type { Metrics } from './metrics.js';
@@ -20,17 +20,26 @@ export function installRequestHooks(app: FastifyInstance, options: { metrics: Me
     done();
   });
 
-  app.addHook('onResponse', (request, reply, done) => {
+  function recordCompleted(request: FastifyRequest, statusCode: number, elapsedMs: number): void {
     const route = request.routeOptions.url ?? 'unmatched';
-    const labels = { method: request.method, route, status_code: String(reply.statusCode) };
+    const labels = { method: request.method, route, status_code: String(statusCode) };
     options.metrics.httpRequestsTotal.inc(labels);
-    options.metrics.httpRequestDurationSeconds.observe(labels, reply.elapsedTime / 1000);
-    request.log.info(
-      { method: request.method, url: request.url, route, status: reply.statusCode, duration_ms: Math.round(reply.elapsedTime * 100) / 100 },
-      'request completed',
-    );
+    options.metrics.httpRequestDurationSeconds.observe(labels, elapsedMs / 1000);
+    request.log.info({ method: request.method, url: request.url, route, status: statusCode, duration_ms: Math.round(elapsedMs * 100) / 100 }, 'request completed');
+  }
+
+  app.addHook('onResponse', (request, reply, done) => {
+    recordCompleted(request, reply.statusCode, reply.elapsedTime);
     done();
   });
+  // Fastify runs no onResponse hook for a hijacked reply (a relayed stream): its handler reports the end.
+  app.decorate('recordHijackedRequest', (request: FastifyRequest, reply: FastifyReply) => recordCompleted(request, reply.raw.statusCode, reply.elapsedTime));
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    recordHijackedRequest(request: FastifyRequest, reply: FastifyReply): void;
+  }
 }
 
 /** Matches a Host header's name against `example.com`, `*.example.com` or `*`. */

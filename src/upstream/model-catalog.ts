@@ -71,6 +71,11 @@ export function createModelCatalog(options: { vllm: VllmClient; baseUrls: string
       return cached?.list.data.some((card) => card.id === modelId) ?? false;
     },
 
+    /** A model's card from the cache (max_model_len is what a context check needs). */
+    find(modelId: string): ModelCard | null {
+      return cached?.list.data.find((card) => card.id === modelId) ?? null;
+    },
+
     /** The first model: what vLLM uses when a request names none. */
     defaultModel(): string | null {
       return cached?.list.data[0]?.id ?? null;

@@ -49,6 +49,25 @@ export function createVllmClient(options: { client: HttpClient; apiKey: string |
       }
     },
 
+    /** vLLM's own token count for a prompt (POST /tokenize), or null when the server cannot say. */
+    async countTokens(input: { baseUrl: string; model: string | null; messages: unknown[]; timeoutMs: number }): Promise<number | null> {
+      try {
+        const response = await httpRequest(`${input.baseUrl}/tokenize`, {
+          method: 'POST',
+          dispatcher: options.client,
+          headers: baseHeaders,
+          body: JSON.stringify({ ...(input.model === null ? {} : { model: input.model }), messages: input.messages }),
+          signal: AbortSignal.timeout(input.timeoutMs),
+        });
+        const text = await response.body.text();
+        if (response.statusCode !== 200) return null;
+        const count = (JSON.parse(text) as { count?: unknown }).count;
+        return typeof count === 'number' ? count : null;
+      } catch {
+        return null;
+      }
+    },
+
     async get(url: string, timeoutMs: number): Promise<{ statusCode: number; text: string }> {
       try {
         const response = await httpRequest(url, { method: 'GET', dispatcher: options.client, headers: baseHeaders, signal: AbortSignal.timeout(timeoutMs) });

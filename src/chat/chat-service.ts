@@ -1,0 +1,197 @@
+// The app's chat: a turn is assembled from the stored conversation (system prompt + history + the
+// new messages), fitted to the model's context, written before generation starts (the user message
+// and an assistant message in status `streaming`), relayed, and completed with whatever came back —
+// complete, interrupted (client gone, stopped, shutdown) or error. Nothing is lost.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Principal } from '../auth/authenticate.js';
+import type { ConversationsRepository, MessageRecord } from '../conversations/repository.js';
+import type { ConversationsService } from '../conversations/service.js';
+import { untitled } from '../conversations/service.js';
+import { GatewayError } from '../errors.js';
+import type { ModelCatalog } from '../upstream/model-catalog.js';
+import type { Logger } from 'pino';
+import { fitToContext, type ChatMessage } from './context-window.js';
+import type { GenerationRegistry, RunningGeneration } from './generation-registry.js';
+import type { RelayResult, RelayService } from './relay-service.js';
+import { replayTurn } from './turn-replay.js';
+
+export interface ChatRequestBody extends Record<string, unknown> {
+  messages: ChatMessage[];
+  conversation_id?: string;
+  store?: boolean;
+  model?: string;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+}
+
+/** Fields of the chat API that are the gateway's, not vLLM's. */
+const chatOnlyFields = ['conversation_id', 'store'] as const;
+const storableRoles = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
+const titleLength = 80;
+
+export function createChatService(dependencies: {
+  relayService: RelayService;
+  conversationsService: ConversationsService;
+  conversations: ConversationsRepository;
+  registry: GenerationRegistry;
+  catalog: ModelCatalog;
+  countTokens: (input: { model: string | null; messages: ChatMessage[] }) => Promise<number | null>;
+  maxHistoryMessages: number;
+  logger: Logger;
+}) {
+  const { relayService, conversations, registry, catalog } = dependencies;
+
+  async function chat(input: { request: FastifyRequest; reply: FastifyReply; principal: Principal; body: ChatRequestBody; idempotencyKey: string | null }): Promise<void> {
+    const { request, reply, principal, body } = input;
+    const store = body.store !== false;
+    const stream = body.stream === true;
+    const conversation = body.conversation_id === undefined ? null : await dependencies.conversationsService.getOwned(body.conversation_id, principal.userId);
+
+    if (store && input.idempotencyKey !== null) {
+      const previous = await conversations.findTurnByIdempotencyKey(principal.userId, input.idempotencyKey);
+      if (previous !== undefined) {
+        if (previous.assistant?.status === 'streaming') throw new GatewayError('conflict', 'A request with this Idempotency-Key is still being answered');
+        if (previous.assistant !== undefined) {
+          await replayTurn({ reply, stream, conversationId: previous.conversationId, userMessageId: previous.userMessageId, assistant: previous.assistant });
+          return;
+        }
+      }
+    }
+
+    const model = body.model ?? conversation?.model ?? catalog.defaultModel();
+    const settings = conversation?.settings ?? {};
+    const leading: ChatMessage[] = conversation?.system_prompt ? [{ role: 'system', content: conversation.system_prompt }] : [];
+    const history = conversation === null ? [] : (await conversations.history(conversation.id, dependencies.maxHistoryMessages)).map(toChatMessage);
+    const maxTokens = body.max_tokens ?? body.max_completion_tokens ?? (typeof settings.max_tokens === 'number' ? settings.max_tokens : null);
+    const fitted = await fitToContext({
+      leading,
+      history,
+      newMessages: body.messages,
+      maxModelLength: maxModelLengthOf(model),
+      reservedForAnswer: maxTokens ?? 1,
+      countTokens: (messages) => dependencies.countTokens({ model, messages }),
+    });
+
+    const upstreamBody: Record<string, unknown> = { ...settings, ...body, messages: fitted.messages };
+    for (const field of chatOnlyFields) delete upstreamBody[field];
+    if (model !== null && upstreamBody.model === undefined) upstreamBody.model = model;
+
+    const turn = store
+      ? await conversations.startTurn({
+          conversation: conversation === null ? { create: newConversation(principal.userId, body, model) } : { id: conversation.id },
+          userId: principal.userId,
+          messages: body.messages.filter((message) => storableRoles.has(message.role)).map((message) => ({ role: message.role as MessageRecord['role'], content: textOf(message.content) })),
+          model,
+          requestId: request.id,
+          idempotencyKey: input.idempotencyKey,
+        })
+      : null;
+    const ids = {
+      conversation_id: turn?.conversation.id ?? conversation?.id ?? null,
+      user_message_id: turn?.userMessageId ?? null,
+      assistant_message_id: turn?.assistantMessageId ?? null,
+    };
+
+    const generation: RunningGeneration | null = turn === null ? null : registry.register(turn.assistantMessageId);
+    let result: RelayResult;
+    try {
+      result = await relayService.relay({
+        request,
+        reply,
+        principal,
+        endpoint: 'chat.completions',
+        body: upstreamBody,
+        collectText: true,
+        leadingEvents: [conversationEvent({ ...ids, trimmed_messages: fitted.droppedMessages })],
+        ...(generation === null ? {} : { stop: { signal: generation.signal, reason: generation.reason } }),
+        rewriteJson: (completion) => ({ ...completion, conversation_id: ids.conversation_id, message_id: ids.assistant_message_id, trimmed_messages: fitted.droppedMessages }),
+      });
+    } catch (error) {
+      if (turn !== null) {
+        await saveAssistant(turn.assistantMessageId, {
+          content: '',
+          status: 'error',
+          statusReason: error instanceof GatewayError ? error.message : 'internal error',
+          requestId: request.id,
+          model,
+        });
+      }
+      throw error;
+    } finally {
+      generation?.release();
+    }
+    if (turn !== null) await saveAssistant(turn.assistantMessageId, { ...describeEnding(result), requestId: request.id, model: result.model ?? model, result });
+  }
+
+  /** The assistant message's last write; a failure here is logged, never turned into a lost answer silently. */
+  async function saveAssistant(
+    messageId: string,
+    outcome: { content: string; status: MessageRecord['status']; statusReason: string | null; requestId: string; model: string | null; result?: RelayResult },
+  ): Promise<void> {
+    const { result } = outcome;
+    try {
+      await conversations.finishAssistant(messageId, {
+        content: outcome.content,
+        status: outcome.status,
+        statusReason: outcome.statusReason,
+        finishReason: result?.finishReason ?? null,
+        model: outcome.model,
+        promptTokens: result?.usage.prompt_tokens ?? null,
+        completionTokens: result?.usage.completion_tokens ?? null,
+        ttftMs: result?.ttftMs ?? null,
+        durationMs: result?.durationMs ?? 0,
+        requestId: outcome.requestId,
+      });
+    } catch (error) {
+      dependencies.logger.error({ err: error, message_id: messageId }, 'could not save the assistant message; the sweep will mark it interrupted');
+    }
+  }
+
+  function maxModelLengthOf(model: string | null): number | null {
+    const length = model === null ? null : catalog.find(model)?.max_model_len;
+    return typeof length === 'number' ? length : null;
+  }
+
+  return { chat };
+}
+
+export type ChatService = ReturnType<typeof createChatService>;
+
+function describeEnding(result: RelayResult): { content: string; status: MessageRecord['status']; statusReason: string | null } {
+  if (result.outcome === 'ok') return { content: result.text, status: 'complete', statusReason: null };
+  if (result.outcome === 'aborted') {
+    const reasons: Record<string, string> = {
+      client_disconnect: 'the client disconnected',
+      slow_client: 'the client stopped reading',
+      stopped: 'stopped by the user',
+      shutdown: 'the gateway shut down',
+    };
+    return { content: result.text, status: 'interrupted', statusReason: reasons[result.abortReason ?? ''] ?? 'interrupted' };
+  }
+  return { content: result.text, status: 'error', statusReason: result.error?.message ?? 'generation failed' };
+}
+
+function newConversation(userId: string, body: ChatRequestBody, model: string | null) {
+  const firstUser = body.messages.find((message) => message.role === 'user');
+  const text = firstUser === undefined ? '' : textOf(firstUser.content).replace(/\s+/g, ' ').trim();
+  const title = text === '' ? untitled : text.length > titleLength ? `${text.slice(0, titleLength - 1).trimEnd()}…` : text;
+  return { userId, title, model: body.model ?? model, systemPrompt: null, settings: {} };
+}
+
+/** Message content as stored: a string as is; multimodal parts keep their text parts. */
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .map((part: unknown) => (typeof part === 'object' && part !== null && typeof (part as { text?: unknown }).text === 'string' ? (part as { text: string }).text : ''))
+    .filter((text) => text !== '')
+    .join('\n');
+}
+
+function toChatMessage(message: MessageRecord): ChatMessage {
+  return { role: message.role, content: message.content };
+}
+
+function conversationEvent(payload: Record<string, unknown>): Buffer {
+  return Buffer.from(`event: conversation\ndata: ${JSON.stringify(payload)}\n\n`);
+}

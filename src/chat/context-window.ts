@@ -1,0 +1,73 @@
+// Fits a conversation into the model's context window before it is sent. The prompt is counted by
+// vLLM's own tokenizer (POST /tokenize); when that is unavailable, estimated at four characters per
+// token plus a few per message for the chat template. The oldest history turns are dropped first;
+// the system prompt and the new messages are never dropped — if even they do not fit, it is a 400.
+import { GatewayError } from '../errors.js';
+
+export interface ChatMessage {
+  role: string;
+  content?: unknown;
+  [field: string]: unknown;
+}
+
+const templateTokensPerMessage = 4;
+
+export function estimateTokens(messages: ChatMessage[]): number {
+  let total = 0;
+  for (const message of messages) {
+    const content = typeof message.content === 'string' ? message.content : JSON.stringify(message.content ?? '');
+    total += Math.ceil(content.length / 4) + templateTokensPerMessage;
+  }
+  return total;
+}
+
+export interface FitInput {
+  /** System prompt (if any), then history, then the new messages. */
+  leading: ChatMessage[];
+  history: ChatMessage[];
+  newMessages: ChatMessage[];
+  maxModelLength: number | null;
+  /** Tokens the answer may take; the prompt must leave room for them. */
+  reservedForAnswer: number;
+  countTokens: (messages: ChatMessage[]) => Promise<number | null>;
+}
+
+export interface FitResult {
+  messages: ChatMessage[];
+  droppedMessages: number;
+  promptTokens: number | null;
+}
+
+export async function fitToContext(input: FitInput): Promise<FitResult> {
+  const assemble = (history: ChatMessage[]) => [...input.leading, ...history, ...input.newMessages];
+  if (input.maxModelLength === null) return { messages: assemble(input.history), droppedMessages: 0, promptTokens: null };
+  const budget = input.maxModelLength - input.reservedForAnswer;
+  const count = async (messages: ChatMessage[]) => (await input.countTokens(messages)) ?? estimateTokens(messages);
+
+  let history = input.history;
+  let tokens = await count(assemble(history));
+  // Each pass drops what the estimate says is needed, then asks the real count again.
+  for (let pass = 0; tokens > budget && history.length > 0 && pass < 8; pass += 1) {
+    let excess = tokens - budget;
+    let drop = 0;
+    while (drop < history.length && excess > 0) {
+      excess -= estimateTokens(history.slice(drop, drop + 1));
+      drop += 1;
+    }
+    history = history.slice(Math.max(drop, 1));
+    tokens = await count(assemble(history));
+  }
+  while (tokens > budget && history.length > 0) {
+    history = history.slice(1);
+    tokens = await count(assemble(history));
+  }
+  if (tokens > budget) {
+    throw new GatewayError(
+      'context_length_exceeded',
+      `The new message needs ${tokens} tokens with the system prompt, but the model's context is ${input.maxModelLength} tokens` +
+        (input.reservedForAnswer > 0 ? ` with ${input.reservedForAnswer} reserved for the answer` : ''),
+      { param: 'messages' },
+    );
+  }
+  return { messages: assemble(history), droppedMessages: input.history.length - history.length, promptTokens: tokens };
+}

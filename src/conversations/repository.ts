@@ -1,0 +1,274 @@
+// SQL for conversations and messages. Every query names the owner, so another user's conversation
+// is simply not found. A turn (user message + assistant placeholder) is written in one short
+// transaction; no transaction or connection is held while vLLM generates.
+import { sql, type Transaction } from 'kysely';
+import type { DatabaseTables, MessageStatus } from '../platform/database-tables.js';
+import type { Database } from '../platform/database.js';
+import { microsecondsSinceEpoch, timestampFromMicroseconds } from '../platform/sql-time.js';
+
+export interface ConversationRecord {
+  id: string;
+  user_id: string;
+  title: string;
+  model: string | null;
+  system_prompt: string | null;
+  settings: Record<string, unknown>;
+  message_count: number;
+  last_message_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export interface MessageRecord {
+  id: string;
+  position: number;
+  conversation_id: string;
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content: string;
+  status: MessageStatus;
+  status_reason: string | null;
+  finish_reason: string | null;
+  model: string | null;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  ttft_ms: number | null;
+  duration_ms: number | null;
+  idempotency_key: string | null;
+  created_at: Date;
+}
+
+const conversationColumns = ['id', 'user_id', 'title', 'model', 'system_prompt', 'settings', 'message_count', 'last_message_at', 'created_at', 'updated_at'] as const;
+const messageColumns = [
+  'id',
+  'position',
+  'conversation_id',
+  'role',
+  'content',
+  'status',
+  'status_reason',
+  'finish_reason',
+  'model',
+  'prompt_tokens',
+  'completion_tokens',
+  'ttft_ms',
+  'duration_ms',
+  'idempotency_key',
+  'created_at',
+] as const;
+
+export interface NewConversation {
+  userId: string;
+  title: string;
+  model: string | null;
+  systemPrompt: string | null;
+  settings: Record<string, unknown>;
+}
+
+export interface AssistantOutcome {
+  content: string;
+  status: MessageStatus;
+  statusReason: string | null;
+  finishReason: string | null;
+  model: string | null;
+  promptTokens: number | null;
+  completionTokens: number | null;
+  ttftMs: number | null;
+  durationMs: number;
+  requestId: string;
+}
+
+const activity = sql<Date>`coalesce(last_message_at, created_at)`;
+
+export function createConversationsRepository(db: Database) {
+  async function insertConversation(executor: Database | Transaction<DatabaseTables>, input: NewConversation): Promise<ConversationRecord> {
+    return executor
+      .insertInto('conversations')
+      .values({ user_id: input.userId, title: input.title, model: input.model, system_prompt: input.systemPrompt, settings: JSON.stringify(input.settings) })
+      .returning(conversationColumns)
+      .executeTakeFirstOrThrow();
+  }
+
+  return {
+    create: (input: NewConversation) => insertConversation(db, input),
+
+    async findOwned(id: string, userId: string): Promise<ConversationRecord | undefined> {
+      return db.selectFrom('conversations').select(conversationColumns).where('id', '=', id).where('user_id', '=', userId).executeTakeFirst();
+    },
+
+    async list(input: { userId: string; limit: number; search?: string | undefined; after?: { atMicros: number; id: string } | undefined }) {
+      let query = db
+        .selectFrom('conversations')
+        .select([...conversationColumns, microsecondsSinceEpoch(activity).as('activity_micros')])
+        .where('user_id', '=', input.userId);
+      if (input.search !== undefined) {
+        const escaped = input.search.toLowerCase().replace(/[\\%_]/g, (character) => `\\${character}`);
+        query = query.where(sql<string>`lower(title)`, 'like', `%${escaped}%`);
+      }
+      if (input.after !== undefined) {
+        const at = timestampFromMicroseconds(input.after.atMicros);
+        const id = input.after.id;
+        query = query.where((eb) => eb.or([eb(activity, '<', at), eb.and([eb(activity, '=', at), eb('id', '<', id)])]));
+      }
+      return query.orderBy(activity, 'desc').orderBy('id', 'desc').limit(input.limit).execute();
+    },
+
+    async update(input: { id: string; userId: string; changes: { title?: string | undefined; model?: string | null | undefined; systemPrompt?: string | null | undefined; settings?: Record<string, unknown> | undefined } }) {
+      const { changes } = input;
+      return db
+        .updateTable('conversations')
+        .set({
+          ...(changes.title === undefined ? {} : { title: changes.title }),
+          ...(changes.model === undefined ? {} : { model: changes.model }),
+          ...(changes.systemPrompt === undefined ? {} : { system_prompt: changes.systemPrompt }),
+          ...(changes.settings === undefined ? {} : { settings: JSON.stringify(changes.settings) }),
+          updated_at: sql`now()`,
+        })
+        .where('id', '=', input.id)
+        .where('user_id', '=', input.userId)
+        .returning(conversationColumns)
+        .executeTakeFirst();
+    },
+
+    async delete(id: string, userId: string): Promise<boolean> {
+      const result = await db.deleteFrom('conversations').where('id', '=', id).where('user_id', '=', userId).executeTakeFirst();
+      return result.numDeletedRows > 0n;
+    },
+
+    async listMessages(input: { conversationId: string; limit: number; afterPosition?: number | undefined }): Promise<MessageRecord[]> {
+      let query = db.selectFrom('messages').select(messageColumns).where('conversation_id', '=', input.conversationId);
+      if (input.afterPosition !== undefined) query = query.where('position', '>', input.afterPosition);
+      return query.orderBy('position', 'asc').limit(input.limit).execute();
+    },
+
+    /** The newest `limit` messages worth sending back to the model, oldest first. */
+    async history(conversationId: string, limit: number): Promise<MessageRecord[]> {
+      const newestFirst = await db
+        .selectFrom('messages')
+        .select(messageColumns)
+        .where('conversation_id', '=', conversationId)
+        .where('content', '!=', '')
+        .where('status', 'in', ['complete', 'interrupted'])
+        .orderBy('position', 'desc')
+        .limit(limit)
+        .execute();
+      return newestFirst.reverse();
+    },
+
+    /**
+     * Writes a turn in one transaction: the conversation (when new), the caller's messages, and
+     * the assistant's placeholder in status `streaming`. Returns the ids the stream announces.
+     */
+    async startTurn(input: {
+      conversation: { id: string } | { create: NewConversation };
+      userId: string;
+      messages: Array<{ role: MessageRecord['role']; content: string }>;
+      model: string | null;
+      requestId: string;
+      idempotencyKey: string | null;
+    }): Promise<{ conversation: ConversationRecord; userMessageId: string | null; assistantMessageId: string }> {
+      return db.transaction().execute(async (transaction) => {
+        const conversation =
+          'create' in input.conversation
+            ? await insertConversation(transaction, input.conversation.create)
+            : await transaction.selectFrom('conversations').select(conversationColumns).where('id', '=', input.conversation.id).where('user_id', '=', input.userId).forUpdate().executeTakeFirstOrThrow();
+        let userMessageId: string | null = null;
+        for (const [index, message] of input.messages.entries()) {
+          const last = index === input.messages.length - 1;
+          const row = await transaction
+            .insertInto('messages')
+            .values({
+              conversation_id: conversation.id,
+              role: message.role,
+              content: message.content,
+              status: 'complete',
+              request_id: input.requestId,
+              // The key marks the turn by its last user-side message, which a retry finds.
+              idempotency_key: last ? input.idempotencyKey : null,
+            })
+            .returning('id')
+            .executeTakeFirstOrThrow();
+          if (message.role === 'user') userMessageId = row.id;
+        }
+        const assistant = await transaction
+          .insertInto('messages')
+          .values({ conversation_id: conversation.id, role: 'assistant', status: 'streaming', model: input.model, request_id: input.requestId })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        const updated = await transaction
+          .updateTable('conversations')
+          .set({ message_count: sql`message_count + ${input.messages.length + 1}`, last_message_at: sql`now()`, updated_at: sql`now()` })
+          .where('id', '=', conversation.id)
+          .returning(conversationColumns)
+          .executeTakeFirstOrThrow();
+        return { conversation: updated, userMessageId, assistantMessageId: assistant.id };
+      });
+    },
+
+    /** Completes the assistant message with what the stream produced, whatever its ending. */
+    async finishAssistant(messageId: string, outcome: AssistantOutcome): Promise<void> {
+      await db
+        .updateTable('messages')
+        .set({
+          content: outcome.content,
+          status: outcome.status,
+          status_reason: outcome.statusReason,
+          finish_reason: outcome.finishReason,
+          model: outcome.model,
+          prompt_tokens: outcome.promptTokens,
+          completion_tokens: outcome.completionTokens,
+          ttft_ms: outcome.ttftMs,
+          duration_ms: outcome.durationMs,
+          request_id: outcome.requestId,
+          updated_at: sql`now()`,
+        })
+        .where('id', '=', messageId)
+        .execute();
+    },
+
+    /** The turn a retried request with the same Idempotency-Key already started, in any of the user's conversations. */
+    async findTurnByIdempotencyKey(userId: string, key: string) {
+      const keyed = await db
+        .selectFrom('messages')
+        .innerJoin('conversations', 'conversations.id', 'messages.conversation_id')
+        .select(['messages.id', 'messages.position', 'messages.conversation_id'])
+        .where('conversations.user_id', '=', userId)
+        .where('messages.idempotency_key', '=', key)
+        .executeTakeFirst();
+      if (keyed === undefined) return undefined;
+      const assistant = await db
+        .selectFrom('messages')
+        .select(messageColumns)
+        .where('conversation_id', '=', keyed.conversation_id)
+        .where('role', '=', 'assistant')
+        .where('position', '>', keyed.position)
+        .orderBy('position', 'asc')
+        .limit(1)
+        .executeTakeFirst();
+      return { conversationId: keyed.conversation_id, userMessageId: keyed.id, assistant };
+    },
+
+    /** The owner and state of a message, for stop requests. */
+    async findMessageForOwner(messageId: string, userId: string) {
+      return db
+        .selectFrom('messages')
+        .innerJoin('conversations', 'conversations.id', 'messages.conversation_id')
+        .select(['messages.id', 'messages.status', 'messages.role'])
+        .where('messages.id', '=', messageId)
+        .where('conversations.user_id', '=', userId)
+        .executeTakeFirst();
+    },
+
+    /** Marks messages left in `streaming` by a gateway that died as interrupted. */
+    async interruptStale(olderThan: Date): Promise<number> {
+      const result = await db
+        .updateTable('messages')
+        .set({ status: 'interrupted', status_reason: 'the gateway stopped while generating', updated_at: sql`now()` })
+        .where('status', '=', 'streaming')
+        .where('created_at', '<', olderThan)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
+  };
+}
+
+export type ConversationsRepository = ReturnType<typeof createConversationsRepository>;
