@@ -15,6 +15,7 @@ import { handleClientError, installErrorHandlers } from './platform/error-handle
 import { installRequestHooks } from './platform/request-hooks.js';
 import { registerHttpSecurity } from './platform/http-security.js';
 import { registerApiDocs } from './platform/api-docs.js';
+import { validatorCompiler } from './platform/validation.js';
 import { createHealthService } from './health/service.js';
 import { healthRoutes } from './health/routes.js';
 import { registerAccounts } from './auth/index.js';
@@ -88,8 +89,6 @@ async function assembleApp(parts: {
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.http.trustedProxies.length > 0 ? config.http.trustedProxies : false,
     // Unknown fields are refused, not silently dropped, where a schema forbids them.
-    // verbose: errors carry their schema, so a range violation can name both bounds.
-    ajv: { customOptions: { removeAdditional: false, allErrors: false, verbose: true } },
     return503OnClosing: true,
     clientErrorHandler: handleClientError,
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -114,6 +113,9 @@ async function assembleApp(parts: {
     await closeAll(owned, (error) => logger.error({ err: error }, 'closing a dependency failed'));
   });
 
+  app.setValidatorCompiler(validatorCompiler);
+  // The API speaks JSON only: a text/plain body is refused (415), not parsed into a string.
+  app.removeContentTypeParser('text/plain');
   installErrorHandlers(app);
   installRequestHooks(app, { metrics, allowedHosts: config.http.allowedHosts });
   await registerHttpSecurity(app, { corsOrigins: config.http.corsOrigins, docsEnabled: config.http.docsEnabled });

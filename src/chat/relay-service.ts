@@ -201,15 +201,22 @@ export function createRelayService(dependencies: {
         return failEarly(error);
       }
       const completion = parseJsonObject(bytes);
+      if (completion === null) {
+        // A truncated or garbled answer is vLLM's failure; the client gets a clear 502, not broken JSON.
+        const failure = new UpstreamFailure('malformed', new GatewayError('upstream_error', 'vLLM sent a malformed answer'));
+        metrics.upstreamErrors.inc({ kind: failure.kind });
+        conclude({ outcome: 'upstream_error', error: failure });
+        throw failure;
+      }
       const result = conclude({
         outcome: 'ok',
         usage: readUsage(completion?.usage),
         finishReason: firstFinishReason(completion),
       });
-      if (completion !== null && typeof completion.model === 'string') result.model = completion.model;
+      if (typeof completion.model === 'string') result.model = completion.model;
       if (input.collectText === true) result.text = firstMessageContent(completion);
       const contentType = String(upstream.headers['content-type'] ?? 'application/json');
-      if (input.rewriteJson !== undefined && completion !== null) await reply.type('application/json').send(input.rewriteJson(completion));
+      if (input.rewriteJson !== undefined) await reply.type('application/json').send(input.rewriteJson(completion));
       // vLLM's bytes, as they came: never parsed and re-serialised on the way to a /v1 client.
       else await reply.header('content-type', contentType).send(bytes);
       return result;
