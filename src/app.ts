@@ -20,6 +20,8 @@ import { createHealthService } from './health/service.js';
 import { healthRoutes } from './health/routes.js';
 import { registerAccounts } from './auth/index.js';
 import { registerRelay } from './chat/index.js';
+import { createLimitsService } from './limits/limits-service.js';
+import { usageRoutes } from './usage/routes.js';
 
 export interface AppDependencies {
   database: DatabaseHandle;
@@ -131,8 +133,11 @@ async function assembleApp(parts: {
     onProblem: (problem) => logger.warn(problem, 'dependency unhealthy'),
   });
   await app.register(healthRoutes, { healthService, metricsRegistry: metrics.registry });
-  const accounts = await registerAccounts(app, { config, db: database.db, store, logger });
-  const relay = await registerRelay(app, { config, db: database.db, store, upstreamClient, metrics, logger, authenticator: accounts.authenticator });
+  const limits = createLimitsService({ config: config.limits, store, registry: metrics.registry, logger });
+  app.addHook('onClose', () => limits.close());
+  const accounts = await registerAccounts(app, { config, db: database.db, store, logger, authRateLimit: (request) => limits.admitAuth(request.ip) });
+  const relay = await registerRelay(app, { config, db: database.db, store, upstreamClient, metrics, logger, authenticator: accounts.authenticator, limits });
+  await app.register(usageRoutes, { prefix: '/api', limits, authenticator: accounts.authenticator, usageRepository: relay.usageRepository });
   app.decorate('gateway', { database, flushUsage: () => relay.usage.flush() });
 
   if (options.extend !== undefined) await options.extend(app);

@@ -90,7 +90,21 @@ export interface Config {
     tokenQuotaPerDay: number;
     maxConcurrentStreams: number;
     maxTokensCap: number;
+    /** Tokens reserved for a request that names no max_tokens, until its real usage is known. */
+    defaultTokenReservation: number;
+    /** How long a limit check may wait for Redis before this instance decides alone. */
+    storeTimeoutMs: number;
+    /** Per-role defaults over the ones above (e.g. admins allowed more). */
+    byRole: Partial<Record<'user' | 'admin', RoleLimits>>;
   };
+}
+
+export interface RoleLimits {
+  requests?: number;
+  window?: number;
+  tokens_per_minute?: number;
+  tokens_per_day?: number;
+  concurrent_streams?: number;
 }
 
 export interface LoadedConfig {
@@ -164,6 +178,9 @@ export function parseConfig(environment: Environment): LoadedConfig {
       tokenQuotaPerDay: read.integer('TOKEN_QUOTA_PER_DAY', { fallback: 0, min: 0 }),
       maxConcurrentStreams: read.integer('MAX_CONCURRENT_STREAMS', { fallback: 4, min: 1, max: 10_000 }),
       maxTokensCap: read.integer('MAX_TOKENS_CAP', { fallback: 4096, min: 1, max: 10_000_000 }),
+      defaultTokenReservation: read.integer('TOKEN_RESERVATION_DEFAULT', { fallback: 1024, min: 1, max: 10_000_000 }),
+      storeTimeoutMs: read.integer('LIMITS_STORE_TIMEOUT_MS', { fallback: 50, min: 1, max: 10_000 }),
+      byRole: readLimitsByRole(read),
     },
   };
 
@@ -258,6 +275,29 @@ function readPriorityByRole(read: EnvironmentReader): Config['vllm']['priorityBy
     priorities[match[1] as 'user' | 'admin'] = Number(match[2]);
   }
   return priorities;
+}
+
+function readLimitsByRole(read: EnvironmentReader): Config['limits']['byRole'] {
+  const value = read.raw('LIMITS_BY_ROLE');
+  if (value === undefined) return {};
+  const fields = ['requests', 'window', 'tokens_per_minute', 'tokens_per_day', 'concurrent_streams'];
+  try {
+    const parsed = JSON.parse(value) as unknown;
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+    const result: Config['limits']['byRole'] = {};
+    for (const [role, limits] of Object.entries(parsed as Record<string, unknown>)) {
+      if (role !== 'user' && role !== 'admin') throw new Error(`unknown role ${role}`);
+      if (typeof limits !== 'object' || limits === null) throw new Error('limits must be objects');
+      for (const [field, number] of Object.entries(limits as Record<string, unknown>)) {
+        if (!fields.includes(field) || typeof number !== 'number' || !Number.isInteger(number) || number < 0) throw new Error(`bad field ${field}`);
+      }
+      result[role] = limits;
+    }
+    return result;
+  } catch {
+    read.problem('LIMITS_BY_ROLE', `must be JSON like {"admin":{"requests":1000,"tokens_per_day":0}} with fields ${fields.join(', ')}`, value);
+    return {};
+  }
 }
 
 function readBootstrapAdmin(read: EnvironmentReader): Config['bootstrapAdmin'] {

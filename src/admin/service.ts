@@ -2,7 +2,7 @@
 // older tokens at once (through the account service), on every instance.
 import { GatewayError } from '../errors.js';
 import type { AccountService } from '../auth/service.js';
-import type { UserRecord, UsersRepository } from '../auth/users-repository.js';
+import type { LimitOverrides, UserRecord, UsersRepository } from '../auth/users-repository.js';
 import { decodeCursor, encodeCursor } from '../platform/cursor.js';
 import type { ListUsersQuery, UpdateUserBody } from './schemas.js';
 
@@ -10,7 +10,7 @@ export function createAdminService(dependencies: { users: UsersRepository; accou
   const { users, accountService } = dependencies;
 
   return {
-    async listUsers(query: ListUsersQuery): Promise<{ users: UserRecord[]; nextCursor: string | null }> {
+    async listUsers(query: ListUsersQuery): Promise<{ users: Array<UserRecord & LimitOverrides>; nextCursor: string | null }> {
       const limit = query.limit ?? 20;
       const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
       const rows = await users.list({
@@ -26,15 +26,23 @@ export function createAdminService(dependencies: { users: UsersRepository; accou
     },
 
     async updateUser(input: { actorId: string; userId: string; change: UpdateUserBody }): Promise<UserRecord> {
-      if (input.actorId === input.userId && (input.change.role === 'user' || input.change.status === 'disabled')) {
+      const { role, status, ...limits } = input.change;
+      if (input.actorId === input.userId && (role === 'user' || status === 'disabled')) {
         // Keeps at least the acting admin able to undo a mistake.
         throw new GatewayError('conflict', 'Administrators cannot demote or disable themselves');
       }
-      const updated = await users.updateAccess(input.userId, input.change);
+      const existing = await users.findById(input.userId);
+      if (existing === undefined) throw new GatewayError('not_found', 'User not found');
+      await users.updateLimits(input.userId, limits);
+      // Role and status end older tokens (token_version); limits alone do not.
+      const updated = role === undefined && status === undefined ? existing : await users.updateAccess(input.userId, { role, status });
       if (updated === undefined) throw new GatewayError('not_found', 'User not found');
+      // Either way the cached state is dropped, so every instance applies the change on its next request.
       await accountService.afterAccessChange({ userId: updated.id, disabled: updated.status === 'disabled' });
       return updated;
     },
+
+    findLimits: (userId: string) => users.findLimits(userId),
   };
 }
 

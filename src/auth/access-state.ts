@@ -7,7 +7,7 @@ import { GatewayError } from '../errors.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import type { AccessTokenClaims } from './access-tokens.js';
 import type { ApiKeysRepository } from './api-keys-repository.js';
-import type { UsersRepository } from './users-repository.js';
+import type { LimitOverrides, UsersRepository } from './users-repository.js';
 import { isWellFormedApiKey, sha256Hex } from './secrets.js';
 
 /** How long a user's or key's state may be served from the store before PostgreSQL is asked again. */
@@ -17,6 +17,7 @@ interface UserState {
   version: number;
   status: 'active' | 'disabled';
   role: 'user' | 'admin';
+  limits: LimitOverrides;
 }
 
 interface ApiKeyState {
@@ -29,11 +30,13 @@ interface ApiKeyState {
 export interface AccessGranted {
   userId: string;
   role: 'user' | 'admin';
+  /** The user's own limits (null fields: the role's default), cached like the rest of the state. */
+  limits: LimitOverrides;
 }
 
 const keys = {
   deniedToken: (tokenId: string) => `auth:denied:${tokenId}`,
-  user: (userId: string) => `auth:user:${userId}`,
+  user: (userId: string) => `auth:user:v2:${userId}`,
   session: (sessionId: string) => `auth:session:${sessionId}`,
   apiKey: (keyHash: string) => `auth:key:${keyHash}`,
 };
@@ -61,7 +64,18 @@ export function createAccessState(options: {
   async function loadAccessState(userId: string, sessionId: string | null) {
     const row = await users.accessState(userId, sessionId);
     if (row === undefined) return null;
-    const user: UserState = { version: row.token_version, status: row.status, role: row.role };
+    const user: UserState = {
+      version: row.token_version,
+      status: row.status,
+      role: row.role,
+      limits: {
+        rate_limit_requests: row.rate_limit_requests,
+        rate_limit_window_seconds: row.rate_limit_window_seconds,
+        token_quota_per_minute: row.token_quota_per_minute,
+        token_quota_per_day: row.token_quota_per_day,
+        max_concurrent_streams: row.max_concurrent_streams,
+      },
+    };
     const sessionActive = row.session_id !== null && row.revoked_at === null && (row.expires_at?.getTime() ?? 0) > Date.now();
     return { user, sessionActive };
   }
@@ -80,7 +94,8 @@ export function createAccessState(options: {
       storeFailed(error);
       const state = await loadAccessState(claims.userId, claims.sessionId);
       if (state === null || !state.sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
-      return { userId: claims.userId, role: judgeUser(state.user, claims.tokenVersion).role };
+      const user = judgeUser(state.user, claims.tokenVersion);
+      return { userId: claims.userId, role: user.role, limits: user.limits };
     }
     const [denied, cachedUser, cachedSession] = cached;
     if (denied !== null && denied !== undefined) throw new GatewayError('invalid_token', 'Access token has been revoked');
@@ -97,7 +112,8 @@ export function createAccessState(options: {
       ]);
     }
     if (!sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
-    return { userId: claims.userId, role: judgeUser(user, claims.tokenVersion).role };
+    const judged = judgeUser(user, claims.tokenVersion);
+    return { userId: claims.userId, role: judged.role, limits: judged.limits };
   }
 
   async function checkApiKey(key: string): Promise<AccessGranted & { apiKeyId: string }> {
@@ -138,7 +154,7 @@ export function createAccessState(options: {
       if (storeWorks) remember([[keys.user(keyState.userId), JSON.stringify(user), stateTtlMs]]);
     }
     if (user.status !== 'active') throw invalid;
-    return { userId: keyState.userId, role: user.role, apiKeyId: keyState.id };
+    return { userId: keyState.userId, role: user.role, limits: user.limits, apiKeyId: keyState.id };
   }
 
   /**

@@ -6,10 +6,11 @@ import { GatewayError, isGatewayError } from '../errors.js';
 import type { AccessTokens } from './access-tokens.js';
 import type { AccessState } from './access-state.js';
 import { looksLikeApiKey } from './secrets.js';
+import type { LimitOverrides } from './users-repository.js';
 
 export type Principal =
-  | { kind: 'access_token'; userId: string; role: 'user' | 'admin'; sessionId: string; tokenId: string; expiresAt: number }
-  | { kind: 'api_key'; userId: string; role: 'user' | 'admin'; apiKeyId: string };
+  | { kind: 'access_token'; userId: string; role: 'user' | 'admin'; limits: LimitOverrides; sessionId: string; tokenId: string; expiresAt: number }
+  | { kind: 'api_key'; userId: string; role: 'user' | 'admin'; limits: LimitOverrides; apiKeyId: string };
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,7 +35,7 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
     }
     const claims = await accessTokens.verify(credential);
     const granted = await accessState.checkAccessToken(claims);
-    return { kind: 'access_token', userId: granted.userId, role: granted.role, sessionId: claims.sessionId, tokenId: claims.tokenId, expiresAt: claims.expiresAt };
+    return { kind: 'access_token', userId: granted.userId, role: granted.role, limits: granted.limits, sessionId: claims.sessionId, tokenId: claims.tokenId, expiresAt: claims.expiresAt };
   }
 
   async function requireUser(request: FastifyRequest, _reply: FastifyReply): Promise<void> {

@@ -1,6 +1,6 @@
 // Wires the accounts feature: repositories, services, the authenticator other features use,
 // and the /api/auth, /api/keys and /api/admin routes.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Database } from '../platform/database.js';
@@ -63,7 +63,10 @@ export function createAccounts(dependencies: { config: Config; db: Database; sto
 
 export type Accounts = ReturnType<typeof createAccounts>;
 
-export async function registerAccounts(app: FastifyInstance, dependencies: Parameters<typeof createAccounts>[0]) {
+export async function registerAccounts(
+  app: FastifyInstance,
+  dependencies: Parameters<typeof createAccounts>[0] & { authRateLimit: (request: FastifyRequest) => Promise<void> },
+) {
   const accounts = createAccounts(dependencies);
   const { accountService, apiKeysService, adminService } = accounts;
   const authenticator = createAuthenticator({
@@ -76,9 +79,9 @@ export async function registerAccounts(app: FastifyInstance, dependencies: Param
   app.addHook('onClose', () => accounts.close());
 
   await ensureBootstrapAdmin({ admin: dependencies.config.bootstrapAdmin, users: accounts.users, accountService, logger: dependencies.logger });
-  await app.register(authRoutes, { prefix: '/api/auth', accountService, authenticator });
+  await app.register(authRoutes, { prefix: '/api/auth', accountService, authenticator, authRateLimit: dependencies.authRateLimit });
   await app.register(apiKeysRoutes, { prefix: '/api/keys', apiKeysService, authenticator });
-  await app.register(adminRoutes, { prefix: '/api/admin', adminService, authenticator });
+  await app.register(adminRoutes, { prefix: '/api/admin', adminService, authenticator, limitsConfig: dependencies.config.limits });
 
   return { ...accounts, authenticator };
 }

@@ -1,5 +1,6 @@
 // /api/auth: register, login, refresh, logout, me, logout-all, sessions, password.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { GatewayError } from '../errors.js';
 import { isUuid } from '../platform/identifiers.js';
@@ -23,30 +24,33 @@ import { toSessionView, toUserView } from './views.js';
 export interface AuthRoutesOptions {
   accountService: AccountService;
   authenticator: Authenticator;
+  /** The per-IP limit on login, register and refresh: 429 before any work. */
+  authRateLimit: (request: FastifyRequest) => Promise<void>;
 }
 
 const tags = ['auth'];
 const security = [{ bearer: [] }];
 
-export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (app, { accountService, authenticator }) => {
+export const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (app, { accountService, authenticator, authRateLimit }) => {
   const { requireUser } = authenticator;
+  const limited = { onRequest: authRateLimit };
   const client = (request: { ip: string; headers: { 'user-agent'?: string | undefined } }) => ({ ip: request.ip, userAgent: request.headers['user-agent'] ?? null });
 
   app.post(
     '/register',
-    { schema: { tags, summary: 'Create an account', body: registerBodySchema, response: { 201: userSchema } } },
+    { ...limited, schema: { tags, summary: 'Create an account', body: registerBodySchema, response: { 201: userSchema } } },
     async (request, reply) => reply.code(201).send(toUserView(await accountService.register(request.body))),
   );
 
   app.post(
     '/login',
-    { schema: { tags, summary: 'Log in: access and refresh tokens', body: loginBodySchema, response: { 200: tokenResponseSchema } } },
+    { ...limited, schema: { tags, summary: 'Log in: access and refresh tokens', body: loginBodySchema, response: { 200: tokenResponseSchema } } },
     async (request) => accountService.login(request.body, client(request)),
   );
 
   app.post(
     '/refresh',
-    { schema: { tags, summary: 'Exchange a refresh token for new tokens (rotates it)', body: refreshBodySchema, response: { 200: tokenResponseSchema } } },
+    { ...limited, schema: { tags, summary: 'Exchange a refresh token for new tokens (rotates it)', body: refreshBodySchema, response: { 200: tokenResponseSchema } } },
     async (request) => accountService.refresh(request.body.refresh_token),
   );
 

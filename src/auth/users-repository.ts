@@ -23,6 +23,17 @@ export interface UserListFilter {
   limit: number;
 }
 
+/** Per-user limits an administrator set; null means the role's default. */
+export interface LimitOverrides {
+  rate_limit_requests: number | null;
+  rate_limit_window_seconds: number | null;
+  token_quota_per_minute: number | null;
+  token_quota_per_day: number | null;
+  max_concurrent_streams: number | null;
+}
+
+export const limitColumns = ['rate_limit_requests', 'rate_limit_window_seconds', 'token_quota_per_minute', 'token_quota_per_day', 'max_concurrent_streams'] as const;
+
 const userColumns = ['id', 'email', 'display_name', 'password_hash', 'role', 'status', 'token_version', 'created_at'] as const;
 
 export function createUsersRepository(db: Database) {
@@ -78,8 +89,22 @@ export function createUsersRepository(db: Database) {
         .executeTakeFirst();
     },
 
-    async list(filter: UserListFilter): Promise<Array<UserRecord & { created_at_micros: number }>> {
-      let query = db.selectFrom('users').select([...userColumns, microsecondsSinceEpoch(sql.ref('created_at')).as('created_at_micros')]);
+    /** Sets an administrator's per-user limits; null restores the role's default. */
+    async updateLimits(id: string, limits: Partial<LimitOverrides>): Promise<void> {
+      const columns: Partial<Record<keyof LimitOverrides, number | null>> = {};
+      for (const [name, value] of Object.entries(limits) as Array<[keyof LimitOverrides, number | null | undefined]>) {
+        if (value !== undefined) columns[name] = value;
+      }
+      if (Object.keys(columns).length === 0) return;
+      await db.updateTable('users').set({ ...columns, updated_at: sql`now()` }).where('id', '=', id).execute();
+    },
+
+    async findLimits(id: string): Promise<LimitOverrides | undefined> {
+      return db.selectFrom('users').select(limitColumns).where('id', '=', id).executeTakeFirst();
+    },
+
+    async list(filter: UserListFilter): Promise<Array<UserRecord & LimitOverrides & { created_at_micros: number }>> {
+      let query = db.selectFrom('users').select([...userColumns, ...limitColumns, microsecondsSinceEpoch(sql.ref('created_at')).as('created_at_micros')]);
       if (filter.email !== undefined) {
         const escaped = filter.email.toLowerCase().replace(/[\\%_]/g, (character) => `\\${character}`);
         query = query.where(sql<string>`lower(email)`, 'like', `%${escaped}%`);
@@ -99,7 +124,19 @@ export function createUsersRepository(db: Database) {
       return db
         .selectFrom('users')
         .leftJoin('sessions', (join) => join.onRef('sessions.user_id', '=', 'users.id').on('sessions.id', '=', sessionId ?? '00000000-0000-0000-0000-000000000000'))
-        .select(['users.token_version', 'users.status', 'users.role', 'sessions.id as session_id', 'sessions.revoked_at', 'sessions.expires_at'])
+        .select([
+          'users.token_version',
+          'users.status',
+          'users.role',
+          'users.rate_limit_requests',
+          'users.rate_limit_window_seconds',
+          'users.token_quota_per_minute',
+          'users.token_quota_per_day',
+          'users.max_concurrent_streams',
+          'sessions.id as session_id',
+          'sessions.revoked_at',
+          'sessions.expires_at',
+        ])
         .where('users.id', '=', userId)
         .executeTakeFirst();
     },

@@ -7,7 +7,10 @@ import { idParamsSchema } from '../auth/schemas.js';
 import type { ConversationsRepository } from '../conversations/repository.js';
 import { GatewayError } from '../errors.js';
 import { isUuid } from '../platform/identifiers.js';
-import type { ChatService } from './chat-service.js';
+import type { ChatRequestBody, ChatService } from './chat-service.js';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { LimitsService } from '../limits/limits-service.js';
+import { runAdmitted } from '../limits/guard.js';
 import type { GenerationRegistry } from './generation-registry.js';
 import { chatCompletionRequestSchema, messageRoles, type RequestLimits } from './openai-schemas.js';
 
@@ -43,11 +46,27 @@ export const chatRoutes: FastifyPluginAsyncTypebox<{
   registry: GenerationRegistry;
   conversations: ConversationsRepository;
   authenticator: Authenticator;
-  limits: RequestLimits;
+  requestLimits: RequestLimits;
+  limits: LimitsService;
+  defaultReservation: number;
 }> = async (app, options) => {
   const { chatService } = options;
   app.addHook('onRequest', options.authenticator.requireUser);
-  const body = chatRequestSchema(options.limits);
+  const body = chatRequestSchema(options.requestLimits);
+
+  const send = (request: FastifyRequest, reply: FastifyReply, chatBody: ChatRequestBody) => {
+    const principal = principalOf(request);
+    const idempotencyKey = idempotencyKeyOf(request.headers);
+    return runAdmitted({
+      limits: options.limits,
+      request,
+      reply,
+      principal,
+      body: chatBody,
+      defaultReservation: options.defaultReservation,
+      generate: () => chatService.chat({ request, reply, principal, body: chatBody, idempotencyKey }),
+    });
+  };
 
   const idempotencyKeyOf = (headers: Record<string, unknown>): string | null => {
     const key = headers['idempotency-key'];
@@ -59,12 +78,12 @@ export const chatRoutes: FastifyPluginAsyncTypebox<{
   };
 
   app.post('/chat', { schema: { tags, summary: 'Send a turn; the answer streams as SSE', security, body } }, async (request, reply) => {
-    await chatService.chat({ request, reply, principal: principalOf(request), body: { ...request.body, stream: true }, idempotencyKey: idempotencyKeyOf(request.headers) });
+    await send(request, reply, { ...request.body, stream: true });
     return reply;
   });
 
   app.post('/chat/completions', { schema: { tags, summary: 'Send a turn; one JSON answer', security, body } }, async (request, reply) => {
-    await chatService.chat({ request, reply, principal: principalOf(request), body: { ...request.body, stream: false }, idempotencyKey: idempotencyKeyOf(request.headers) });
+    await send(request, reply, { ...request.body, stream: false });
     return reply;
   });
 

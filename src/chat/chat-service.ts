@@ -41,7 +41,8 @@ export function createChatService(dependencies: {
 }) {
   const { relayService, conversations, registry, catalog } = dependencies;
 
-  async function chat(input: { request: FastifyRequest; reply: FastifyReply; principal: Principal; body: ChatRequestBody; idempotencyKey: string | null }): Promise<void> {
+  /** Returns how the generation went, or null when a finished turn was replayed (nothing generated). */
+  async function chat(input: { request: FastifyRequest; reply: FastifyReply; principal: Principal; body: ChatRequestBody; idempotencyKey: string | null }): Promise<RelayResult | null> {
     const { request, reply, principal, body } = input;
     const store = body.store !== false;
     const stream = body.stream === true;
@@ -53,7 +54,7 @@ export function createChatService(dependencies: {
         if (previous.assistant?.status === 'streaming') throw new GatewayError('conflict', 'A request with this Idempotency-Key is still being answered');
         if (previous.assistant !== undefined) {
           await replayTurn({ reply, stream, conversationId: previous.conversationId, userMessageId: previous.userMessageId, assistant: previous.assistant });
-          return;
+          return null;
         }
       }
     }
@@ -121,6 +122,7 @@ export function createChatService(dependencies: {
       generation?.release();
     }
     if (turn !== null) await saveAssistant(turn.assistantMessageId, { ...describeEnding(result), requestId: request.id, model: result.model ?? model, result });
+    return result;
   }
 
   /** The assistant message's last write; a failure here is logged, never turned into a lost answer silently. */

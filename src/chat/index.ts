@@ -14,6 +14,7 @@ import { createChatMetrics } from './chat-metrics.js';
 import { createRelayService } from './relay-service.js';
 import { appModelsRoute, v1Routes } from './v1-routes.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
+import type { LimitsService } from '../limits/limits-service.js';
 import { createConversationsRepository } from '../conversations/repository.js';
 import { createConversationsService } from '../conversations/service.js';
 import { conversationsRoutes } from '../conversations/routes.js';
@@ -23,14 +24,24 @@ import { createGenerationRegistry } from './generation-registry.js';
 
 export async function registerRelay(
   app: FastifyInstance,
-  dependencies: { config: Config; db: Database; store: KeyValueStore; upstreamClient: HttpClient; metrics: Metrics; logger: Logger; authenticator: Authenticator },
+  dependencies: {
+    config: Config;
+    db: Database;
+    store: KeyValueStore;
+    upstreamClient: HttpClient;
+    metrics: Metrics;
+    logger: Logger;
+    authenticator: Authenticator;
+    limits: LimitsService;
+  },
 ) {
   const { config, logger, authenticator } = dependencies;
   const chatMetrics = createChatMetrics(dependencies.metrics.registry);
   const vllm = createVllmClient({ client: dependencies.upstreamClient, apiKey: config.vllm.apiKey });
   const catalog = createModelCatalog({ vllm, baseUrls: config.vllm.baseUrls, ttlMs: config.vllm.modelsCacheTtlMs, timeoutMs: config.vllm.healthTimeoutMs });
+  const usageRepository = createUsageRepository(dependencies.db);
   const usage = createUsageRecorder({
-    repository: createUsageRepository(dependencies.db),
+    repository: usageRepository,
     logger,
     flushIntervalMs: config.relay.usageFlushIntervalMs,
     onDropped: (count) => chatMetrics.usageEventsDropped.inc(count),
@@ -93,10 +104,11 @@ export async function registerRelay(
     await usage.close();
   });
 
-  const limits = { maxTokensCap: config.limits.maxTokensCap, maxChoices: config.relay.maxChoices, maxMessages: config.relay.maxMessages };
-  await app.register(v1Routes, { prefix: '/v1', relayService, catalog, authenticator, limits });
+  const requestLimits = { maxTokensCap: config.limits.maxTokensCap, maxChoices: config.relay.maxChoices, maxMessages: config.relay.maxMessages };
+  const admission = { limits: dependencies.limits, defaultReservation: config.limits.defaultTokenReservation };
+  await app.register(v1Routes, { prefix: '/v1', relayService, catalog, authenticator, requestLimits, ...admission });
   await app.register(appModelsRoute, { prefix: '/api', catalog, authenticator });
   await app.register(conversationsRoutes, { prefix: '/api/conversations', conversationsService, authenticator, maxTokensCap: config.limits.maxTokensCap });
-  await app.register(chatRoutes, { prefix: '/api', chatService, registry, conversations, authenticator, limits });
-  return { relayService, catalog, usage, conversations };
+  await app.register(chatRoutes, { prefix: '/api', chatService, registry, conversations, authenticator, requestLimits, ...admission });
+  return { relayService, catalog, usage, usageRepository, conversations };
 }

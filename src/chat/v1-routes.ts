@@ -6,13 +6,18 @@ import type { Authenticator } from '../auth/authenticate.js';
 import { principalOf } from '../auth/authenticate.js';
 import type { ModelCatalog } from '../upstream/model-catalog.js';
 import { chatCompletionRequestSchema, completionRequestSchema, type RequestLimits } from './openai-schemas.js';
-import type { RelayService } from './relay-service.js';
+import type { Endpoint, RelayService } from './relay-service.js';
+import type { LimitsService } from '../limits/limits-service.js';
+import { runAdmitted } from '../limits/guard.js';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 
 export interface V1RoutesOptions {
   relayService: RelayService;
+  limits: LimitsService;
+  defaultReservation: number;
   catalog: ModelCatalog;
   authenticator: Authenticator;
-  limits: RequestLimits;
+  requestLimits: RequestLimits;
 }
 
 const security = [{ bearer: [] }];
@@ -25,20 +30,33 @@ export const v1Routes: FastifyPluginAsyncTypebox<V1RoutesOptions> = async (app, 
   const { relayService, catalog, authenticator } = options;
   app.addHook('onRequest', authenticator.requireUser);
 
+  const generate = (request: FastifyRequest, reply: FastifyReply, endpoint: Endpoint, body: Record<string, unknown>) => {
+    const principal = principalOf(request);
+    return runAdmitted({
+      limits: options.limits,
+      request,
+      reply,
+      principal,
+      body,
+      defaultReservation: options.defaultReservation,
+      generate: () => relayService.relay({ request, reply, principal, endpoint, body }),
+    });
+  };
+
   app.post(
     '/chat/completions',
-    { schema: { tags: ['openai'], summary: 'Chat completion, relayed to vLLM (JSON or SSE with stream: true)', security, body: chatCompletionRequestSchema(options.limits) } },
+    { schema: { tags: ['openai'], summary: 'Chat completion, relayed to vLLM (JSON or SSE with stream: true)', security, body: chatCompletionRequestSchema(options.requestLimits) } },
     async (request, reply) => {
-      await relayService.relay({ request, reply, principal: principalOf(request), endpoint: 'chat.completions', body: request.body });
+      await generate(request, reply, 'chat.completions', request.body);
       return reply;
     },
   );
 
   app.post(
     '/completions',
-    { schema: { tags: ['openai'], summary: 'Text completion, relayed to vLLM', security, body: completionRequestSchema(options.limits) } },
+    { schema: { tags: ['openai'], summary: 'Text completion, relayed to vLLM', security, body: completionRequestSchema(options.requestLimits) } },
     async (request, reply) => {
-      await relayService.relay({ request, reply, principal: principalOf(request), endpoint: 'completions', body: request.body });
+      await generate(request, reply, 'completions', request.body);
       return reply;
     },
   );

@@ -12,6 +12,11 @@ export interface UsersTable {
   role: 'user' | 'admin';
   status: 'active' | 'disabled';
   token_version: Generated<number>;
+  rate_limit_requests: number | null;
+  rate_limit_window_seconds: number | null;
+  token_quota_per_minute: number | null;
+  token_quota_per_day: number | null;
+  max_concurrent_streams: number | null;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
 }

@@ -1,6 +1,12 @@
-// The small shared-state interface the gateway needs from Redis: counters, expiring keys and
-// pub/sub. Redis implements it for many instances; the in-process store for a single one.
-// Keys and channels are logical names: each implementation adds the configured prefix.
+// The small shared-state interface the gateway needs from Redis: counters, expiring keys,
+// pub/sub and atomic admission control. Redis implements it for many instances; the in-process
+// store for a single one. Keys and channels are logical names: each implementation adds the prefix.
+import type { AdmissionRequest, AdmissionResult, QuotaCheck, RateCheck, Settlement } from './admission.js';
+
+export interface AdmissionPeek {
+  rates: Array<{ remaining: number; resetMs: number }>;
+  quotas: Array<{ used: number; resetMs: number }>;
+}
 
 export interface KeyValueStore {
   readonly kind: 'redis' | 'memory';
@@ -17,5 +23,13 @@ export interface KeyValueStore {
   publish(channel: string, message: string): Promise<void>;
   /** Calls listener for every message on the channel until the returned function is called. */
   subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>>;
+  /** Checks and consumes rate, quota and concurrency limits atomically, in one round trip. */
+  admit(request: AdmissionRequest): Promise<AdmissionResult>;
+  /** Replaces token reservations with real usage and releases a concurrency lease. */
+  settle(settlement: Settlement): Promise<void>;
+  /** Extends a running generation's concurrency lease. */
+  renewLease(lease: { key: string; leaseId: string; ttlMs: number }): Promise<void>;
+  /** Reads limit counters without consuming anything. */
+  peek(request: { now: number; rates: RateCheck[]; quotas: Array<Omit<QuotaCheck, 'reserve'>> }): Promise<AdmissionPeek>;
   close(): Promise<void>;
 }

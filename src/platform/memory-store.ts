@@ -2,6 +2,7 @@
 // It is correct for one gateway instance only; several instances need Redis to share limits.
 import { EventEmitter } from 'node:events';
 import type { KeyValueStore } from './key-value-store.js';
+import { admitInMemory, createAdmissionState, peekInMemory, renewLeaseInMemory, settleInMemory, sweepAdmissionState } from './admission.js';
 
 interface Entry {
   value: string;
@@ -12,6 +13,7 @@ const sweepIntervalMs = 10_000;
 
 export function createMemoryStore(): KeyValueStore {
   const entries = new Map<string, Entry>();
+  const admission = createAdmissionState();
   const channels = new EventEmitter();
   channels.setMaxListeners(0);
 
@@ -21,6 +23,7 @@ export function createMemoryStore(): KeyValueStore {
     for (const [key, entry] of entries) {
       if (entry.expiresAt !== null && entry.expiresAt <= now) entries.delete(key);
     }
+    sweepAdmissionState(admission, now);
   }, sweepIntervalMs);
   sweeper.unref();
 
@@ -64,6 +67,16 @@ export function createMemoryStore(): KeyValueStore {
         return Promise.resolve();
       });
     },
+    admit: (request) => Promise.resolve(admitInMemory(admission, request)),
+    settle(settlement) {
+      settleInMemory(admission, settlement, Date.now());
+      return Promise.resolve();
+    },
+    renewLease(lease) {
+      renewLeaseInMemory(admission, lease, Date.now());
+      return Promise.resolve();
+    },
+    peek: (request) => Promise.resolve(peekInMemory(admission, request)),
     close() {
       clearInterval(sweeper);
       entries.clear();

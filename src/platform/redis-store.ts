@@ -2,6 +2,21 @@
 // queueing, so callers can fall back or report it; the client keeps reconnecting in the background.
 import { Redis } from 'ioredis';
 import type { KeyValueStore } from './key-value-store.js';
+import { quotaBucket } from './admission.js';
+import { admissionScript, admissionScriptArguments, parseAdmissionReply } from './admission-script.js';
+
+/** KEYS: quota buckets, then the concurrency key; ARGV: quota count, deltas…, lease id or ''. */
+const settleScript = `
+local count = tonumber(ARGV[1])
+for i = 1, count do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('INCRBY', KEYS[i], ARGV[1 + i]) < 0 then redis.call('SET', KEYS[i], '0', 'KEEPTTL') end
+  end
+end
+local lease = ARGV[count + 2]
+if lease ~= '' then redis.call('ZREM', KEYS[count + 1], lease) end
+return 1
+`;
 
 export interface RedisStoreOptions {
   url: string;
@@ -92,6 +107,34 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
         subscriptionCounts.set(prefixed, remaining);
         // Redis subscriptions are per connection and channel: drop it only with its last listener.
         if (remaining === 0) await connection.unsubscribe(prefixed).catch(() => undefined);
+      };
+    },
+    async admit(request) {
+      const { keys, args } = admissionScriptArguments(request, options.keyPrefix);
+      const reply: unknown = await client.eval(admissionScript, keys.length, ...keys, ...args);
+      return parseAdmissionReply(request, reply);
+    },
+    async settle(settlement) {
+      const keys = settlement.quotas.map((quota) => key(quota.bucketKey));
+      if (settlement.release !== null) keys.push(key(settlement.release.key));
+      const args = [settlement.quotas.length, ...settlement.quotas.map((quota) => quota.delta), settlement.release?.leaseId ?? ''];
+      if (keys.length === 0) return;
+      await client.eval(settleScript, keys.length, ...keys, ...args);
+    },
+    async renewLease(lease) {
+      await client.multi().zadd(key(lease.key), 'XX', Date.now() + lease.ttlMs, lease.leaseId).pexpire(key(lease.key), lease.ttlMs).exec();
+    },
+    async peek(request) {
+      const rateKeys = request.rates.map((rate) => key(rate.key));
+      const quotaKeys = request.quotas.map((quota) => key(quotaBucket(quota, request.now).bucketKey));
+      const values = [...rateKeys, ...quotaKeys].length === 0 ? [] : await client.mget(...rateKeys, ...quotaKeys);
+      return {
+        rates: request.rates.map((rate, index) => {
+          const tat = Math.max(Number(values[index] ?? 0), request.now);
+          const interval = rate.windowMs / rate.limit;
+          return { remaining: Math.max(0, Math.min(rate.limit, Math.floor((request.now + rate.windowMs - tat) / interval))), resetMs: Math.ceil(tat - request.now) };
+        }),
+        quotas: request.quotas.map((quota, index) => ({ used: Number(values[rateKeys.length + index] ?? 0), resetMs: quotaBucket(quota, request.now).resetMs })),
       };
     },
     async close() {

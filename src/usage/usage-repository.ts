@@ -1,5 +1,16 @@
 // SQL for usage events: one multi-row insert per batch.
+import { sql } from 'kysely';
 import type { Database } from '../platform/database.js';
+
+export interface UsageTotals {
+  user_id: string;
+  model: string;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  errors: number;
+  aborted: number;
+}
 
 export interface UsageEvent {
   createdAt: Date;
@@ -43,6 +54,25 @@ export function createUsageRepository(db: Database) {
           })),
         )
         .execute();
+    },
+
+    /** Totals by user and model over [from, to), optionally for one user. */
+    async totals(input: { from: Date; to: Date; userId?: string | undefined }): Promise<UsageTotals[]> {
+      let query = db
+        .selectFrom('usage_events')
+        .select([
+          'user_id',
+          'model',
+          sql<number>`count(*)::int`.as('requests'),
+          sql<number>`coalesce(sum(prompt_tokens), 0)::bigint`.as('prompt_tokens'),
+          sql<number>`coalesce(sum(completion_tokens), 0)::bigint`.as('completion_tokens'),
+          sql<number>`(count(*) filter (where status in ('upstream_error', 'client_error', 'timeout')))::int`.as('errors'),
+          sql<number>`(count(*) filter (where status = 'aborted'))::int`.as('aborted'),
+        ])
+        .where('created_at', '>=', input.from)
+        .where('created_at', '<', input.to);
+      if (input.userId !== undefined) query = query.where('user_id', '=', input.userId);
+      return query.groupBy(['user_id', 'model']).orderBy('user_id').orderBy('model').limit(10_000).execute();
     },
   };
 }

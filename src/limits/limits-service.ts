@@ -1,0 +1,161 @@
+// Fair shares that hold across every instance: per-user and per-IP request rates, per-user token
+// quotas (reserved up front, settled with vLLM's real usage) and a per-user cap on simultaneous
+// generations — all checked in one atomic round trip to the shared store. When Redis does not
+// answer within tens of milliseconds, this instance keeps limiting on its own memory and says so
+// in a metric; requests are never let through unlimited.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Principal } from '../auth/authenticate.js';
+import type { Config } from '../config.js';
+import { GatewayError } from '../errors.js';
+import type { AdmissionRequest, AdmissionResult, QuotaCheck, RateCheck } from '../platform/admission.js';
+import type { KeyValueStore } from '../platform/key-value-store.js';
+import { createMemoryStore } from '../platform/memory-store.js';
+import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
+import { limitHeaders, retryAfterSeconds } from './limit-headers.js';
+
+const minuteMs = 60_000;
+const dayMs = 86_400_000;
+const leaseTtlMs = 60_000;
+const leaseRenewMs = 20_000;
+
+export interface Admission {
+  headers: Record<string, string>;
+  /** Settles the token reservation with the real usage (null: nothing was generated) and frees the slot. Idempotent. */
+  finish(usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<void>;
+}
+
+export function createLimitsService(dependencies: { config: Config['limits']; store: KeyValueStore; registry: Registry; logger: Logger }) {
+  const { config, store, logger } = dependencies;
+  const fallback = createMemoryStore();
+  const registers = [dependencies.registry];
+  const rejections = new Counter({ name: 'rate_limit_rejections_total', help: 'Requests refused by a limit, by reason.', labelNames: ['reason'], registers });
+  const fallbacks = new Counter({ name: 'rate_limit_store_fallback_total', help: 'Limit checks decided by this instance alone because Redis did not answer.', registers });
+  const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
+
+  /** Runs an operation on the shared store, or on this instance's memory when the store fails or is slow. */
+  async function onStore<T>(operation: (target: KeyValueStore) => Promise<T>): Promise<{ value: T; target: KeyValueStore }> {
+    if (store.kind === 'memory') return { value: await operation(store), target: store };
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const value = await Promise.race([
+        operation(store),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${config.storeTimeoutMs} ms`)), config.storeTimeoutMs);
+        }),
+      ]);
+      fallbackActive.set(0);
+      return { value, target: store };
+    } catch (error) {
+      fallbacks.inc();
+      fallbackActive.set(1);
+      logger.warn({ err: error }, 'limits: Redis unavailable, limiting on this instance alone');
+      return { value: await operation(fallback), target: fallback };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  function refuse(result: AdmissionResult, reasons: { rate: string[]; quota: string[] }, headers: Record<string, string>): never {
+    const failure = result.failure;
+    const retryAfter = String(retryAfterSeconds(failure?.retryAfterMs ?? 1000));
+    let code: 'rate_limited' | 'quota_exceeded' | 'too_many_concurrent' = 'rate_limited';
+    let message = 'Too many requests; retry later';
+    let reason = 'rate';
+    if (failure?.kind === 'rate') reason = reasons.rate[failure.index] ?? 'rate';
+    if (failure?.kind === 'quota') {
+      code = 'quota_exceeded';
+      reason = reasons.quota[failure.index] ?? 'quota';
+      message = `Token quota (${reason.replace('tokens_', 'per ')}) is used up; it renews in ${retryAfter} s`;
+    }
+    if (failure?.kind === 'concurrency') {
+      code = 'too_many_concurrent';
+      reason = 'concurrency';
+      message = 'Too many generations at once; wait for one to finish';
+    }
+    rejections.inc({ reason });
+    throw new GatewayError(code, message, { headers: { ...headers, 'retry-after': retryAfter } });
+  }
+
+  return {
+    limitsFor(principal: Principal): EffectiveLimits {
+      return effectiveLimits({ config, role: principal.role, overrides: principal.limits });
+    },
+
+    /** Admits a generation request, or throws 429 with the reason and Retry-After. */
+    async admitGeneration(input: { principal: Principal; ip: string; reserveTokens: number }): Promise<Admission> {
+      const limits = this.limitsFor(input.principal);
+      const userId = input.principal.userId;
+      const rates: RateCheck[] = [
+        { key: `limit:user:${userId}`, limit: limits.requests, windowMs: limits.windowSeconds * 1000 },
+        { key: `limit:ip:${ipBucket(input.ip)}`, limit: config.ipRequests, windowMs: config.ipWindowSeconds * 1000 },
+      ];
+      const quotas: QuotaCheck[] = [];
+      const quotaNames: string[] = [];
+      if (limits.tokensPerMinute > 0) {
+        quotas.push({ key: `quota:minute:${userId}`, limit: limits.tokensPerMinute, windowMs: minuteMs, reserve: input.reserveTokens });
+        quotaNames.push('tokens_minute');
+      }
+      if (limits.tokensPerDay > 0) {
+        quotas.push({ key: `quota:day:${userId}`, limit: limits.tokensPerDay, windowMs: dayMs, reserve: input.reserveTokens });
+        quotaNames.push('tokens_day');
+      }
+      const leaseId = randomUUID();
+      const concurrency = { key: `concurrency:${userId}`, limit: limits.maxConcurrentStreams, leaseId, leaseTtlMs: leaseTtlMs };
+      const request: AdmissionRequest = { now: Date.now(), rates, quotas, concurrency };
+      const { value: result, target } = await onStore((chosen) => chosen.admit(request));
+      const headers = limitHeaders({ limits, rates: result.rates, quotas: result.quotas, quotaLimits: quotas.map((quota) => quota.limit) });
+      if (!result.allowed) refuse(result, { rate: ['user_requests', 'ip_requests'], quota: quotaNames }, headers);
+
+      // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs.
+      const renewal = setInterval(() => void target.renewLease({ key: concurrency.key, leaseId, ttlMs: leaseTtlMs }).catch(() => undefined), leaseRenewMs);
+      renewal.unref();
+      let finished = false;
+      return {
+        headers,
+        async finish(usage) {
+          if (finished) return;
+          finished = true;
+          clearInterval(renewal);
+          const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
+          try {
+            await target.settle({
+              quotas: result.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
+              release: { key: concurrency.key, leaseId },
+            });
+          } catch (error) {
+            logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
+          }
+        },
+      };
+    },
+
+    /** The stricter per-IP limit on login, register and refresh. */
+    async admitAuth(ip: string): Promise<void> {
+      const rate: RateCheck = { key: `limit:auth-ip:${ipBucket(ip)}`, limit: config.authRequests, windowMs: config.authWindowSeconds * 1000 };
+      const { value: result } = await onStore((chosen) => chosen.admit({ now: Date.now(), rates: [rate], quotas: [], concurrency: null }));
+      if (!result.allowed) {
+        const headers = { 'ratelimit-limit': String(config.authRequests), 'ratelimit-remaining': '0', 'ratelimit-reset': String(retryAfterSeconds(result.failure?.retryAfterMs ?? 1000)) };
+        refuse(result, { rate: ['auth_ip_requests'], quota: [] }, headers);
+      }
+    },
+
+    /** What is used and left right now, without consuming anything (for /api/me/usage). */
+    async snapshot(principal: Principal) {
+      const limits = this.limitsFor(principal);
+      const now = Date.now();
+      const rate: RateCheck = { key: `limit:user:${principal.userId}`, limit: limits.requests, windowMs: limits.windowSeconds * 1000 };
+      const quotas = [
+        { key: `quota:minute:${principal.userId}`, limit: limits.tokensPerMinute, windowMs: minuteMs },
+        { key: `quota:day:${principal.userId}`, limit: limits.tokensPerDay, windowMs: dayMs },
+      ];
+      const { value } = await onStore((chosen) => chosen.peek({ now, rates: [rate], quotas }));
+      return { limits, requests: value.rates[0] ?? { remaining: limits.requests, resetMs: 0 }, minute: value.quotas[0] ?? { used: 0, resetMs: minuteMs }, day: value.quotas[1] ?? { used: 0, resetMs: dayMs } };
+    },
+
+    close: () => fallback.close(),
+  };
+}
+
+export type LimitsService = ReturnType<typeof createLimitsService>;

@@ -1,0 +1,116 @@
+// The admission algorithm of admission.ts as one Redis Lua script: every check, then every
+// update, atomically and in one round trip. Keep the two in step; the same tests run on both.
+import type { AdmissionFailure, AdmissionRequest, AdmissionResult } from './admission.js';
+import { quotaBucket } from './admission.js';
+
+/**
+ * KEYS: rate keys, then quota bucket keys, then the concurrency key (if any).
+ * ARGV: now, rate count, quota count, has concurrency (0/1); per rate: limit, window;
+ * per quota: limit, reserve, ttl; concurrency: limit, lease id, lease ttl.
+ * Returns {allowed, failed kind (0 none, 1 rate, 2 quota, 3 concurrency), failed index, retry after,
+ * then per rate: remaining, reset; per quota: used}.
+ */
+export const admissionScript = `
+local now = tonumber(ARGV[1])
+local rate_count = tonumber(ARGV[2])
+local quota_count = tonumber(ARGV[3])
+local has_concurrency = tonumber(ARGV[4])
+local a = 5
+local new_tats = {}
+local out = {1, 0, 0, 0}
+for i = 1, rate_count do
+  local limit = tonumber(ARGV[a]); local window = tonumber(ARGV[a + 1]); a = a + 2
+  local interval = window / limit
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - window
+  if allow_at > now then return {0, 1, i - 1, math.ceil(allow_at - now)} end
+  new_tats[i] = new_tat
+  table.insert(out, math.max(0, math.floor((now + window - new_tat) / interval)))
+  table.insert(out, math.ceil(new_tat - now))
+end
+local quota_args = a
+for i = 1, quota_count do
+  local limit = tonumber(ARGV[a]); a = a + 3
+  local used = tonumber(redis.call('GET', KEYS[rate_count + i]) or '0')
+  if used >= limit then return {0, 2, i - 1, tonumber(ARGV[a - 1])} end
+end
+local concurrency_key = KEYS[rate_count + quota_count + 1]
+if has_concurrency == 1 then
+  local limit = tonumber(ARGV[a])
+  redis.call('ZREMRANGEBYSCORE', concurrency_key, '-inf', now)
+  if redis.call('ZCARD', concurrency_key) >= limit then
+    local soonest = redis.call('ZRANGE', concurrency_key, 0, 0, 'WITHSCORES')
+    return {0, 3, 0, math.max(1000, tonumber(soonest[2]) - now)}
+  end
+end
+for i = 1, rate_count do
+  local window = tonumber(ARGV[5 + (i - 1) * 2 + 1])
+  redis.call('SET', KEYS[i], tostring(new_tats[i]), 'PX', math.ceil(window))
+end
+a = quota_args
+for i = 1, quota_count do
+  local reserve = tonumber(ARGV[a + 1]); local ttl = tonumber(ARGV[a + 2]); a = a + 3
+  local used = redis.call('INCRBY', KEYS[rate_count + i], reserve)
+  redis.call('PEXPIRE', KEYS[rate_count + i], ttl)
+  table.insert(out, used)
+end
+if has_concurrency == 1 then
+  local lease_id = ARGV[a + 1]; local lease_ttl = tonumber(ARGV[a + 2])
+  redis.call('ZADD', concurrency_key, now + lease_ttl, lease_id)
+  redis.call('PEXPIRE', concurrency_key, lease_ttl)
+end
+return out
+`;
+
+/** Lays out keys and arguments for the script. */
+export function admissionScriptArguments(request: AdmissionRequest, prefix: string): { keys: string[]; args: Array<string | number> } {
+  const keys: string[] = [];
+  const args: Array<string | number> = [request.now, request.rates.length, request.quotas.length, request.concurrency === null ? 0 : 1];
+  for (const rate of request.rates) {
+    keys.push(prefix + rate.key);
+    args.push(rate.limit, rate.windowMs);
+  }
+  for (const quota of request.quotas) {
+    const { bucketKey, resetMs } = quotaBucket(quota, request.now);
+    keys.push(prefix + bucketKey);
+    // The third value doubles as the retry-after of a spent quota and the counter's time to live.
+    args.push(quota.limit, quota.reserve, resetMs + 60_000);
+  }
+  if (request.concurrency !== null) {
+    keys.push(prefix + request.concurrency.key);
+    args.push(request.concurrency.limit, request.concurrency.leaseId, request.concurrency.leaseTtlMs);
+  }
+  return { keys, args };
+}
+
+/** Reads the script's answer back into an AdmissionResult. */
+export function parseAdmissionReply(request: AdmissionRequest, reply: unknown): AdmissionResult {
+  const values = (Array.isArray(reply) ? reply : []).map(Number);
+  if (values[0] !== 1) {
+    const index = values[2] ?? 0;
+    const retryAfterMs = values[3] ?? 1000;
+    let failure: AdmissionFailure;
+    if (values[1] === 1) failure = { kind: 'rate', index, retryAfterMs };
+    else if (values[1] === 2) {
+      const quota = request.quotas[index];
+      failure = { kind: 'quota', index, retryAfterMs: quota === undefined ? retryAfterMs : quotaBucket(quota, request.now).resetMs };
+    } else failure = { kind: 'concurrency', index: 0, retryAfterMs };
+    return { allowed: false, failure, rates: [], quotas: [] };
+  }
+  let position = 4;
+  const rates = request.rates.map(() => {
+    const remaining = values[position] ?? 0;
+    const resetMs = values[position + 1] ?? 0;
+    position += 2;
+    return { remaining, resetMs };
+  });
+  const quotas = request.quotas.map((quota) => {
+    const used = values[position] ?? 0;
+    position += 1;
+    const { bucketKey, resetMs } = quotaBucket(quota, request.now);
+    return { used, resetMs, bucketKey };
+  });
+  return { allowed: true, failure: null, rates, quotas };
+}

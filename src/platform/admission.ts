@@ -1,0 +1,155 @@
+// Admission control as one atomic step over shared counters: request rates (GCRA, so no double
+// burst at a window's edge), token quotas (a fixed window per minute or day, with a reservation
+// settled later) and concurrency leases (which expire on their own if an instance dies). All
+// checks pass or nothing is consumed. This file holds the types and the in-memory algorithm; the
+// Redis store runs the same algorithm as a Lua script (admission-script.ts), one round trip.
+
+export interface RateCheck {
+  key: string;
+  limit: number;
+  windowMs: number;
+}
+
+export interface QuotaCheck {
+  /** The counter's key; the window's index is appended, so each minute or day has its own. */
+  key: string;
+  limit: number;
+  windowMs: number;
+  reserve: number;
+}
+
+export interface ConcurrencyCheck {
+  key: string;
+  limit: number;
+  leaseId: string;
+  leaseTtlMs: number;
+}
+
+export interface AdmissionRequest {
+  now: number;
+  rates: RateCheck[];
+  quotas: QuotaCheck[];
+  concurrency: ConcurrencyCheck | null;
+}
+
+export type AdmissionFailure = { kind: 'rate' | 'quota'; index: number; retryAfterMs: number } | { kind: 'concurrency'; index: 0; retryAfterMs: number };
+
+export interface AdmissionResult {
+  allowed: boolean;
+  failure: AdmissionFailure | null;
+  /** Per rate check: requests left, and ms until the window is whole again. */
+  rates: Array<{ remaining: number; resetMs: number }>;
+  /** Per quota check: tokens used in the current window (the reservation included), ms to its end, and the counter's key. */
+  quotas: Array<{ used: number; resetMs: number; bucketKey: string }>;
+}
+
+export interface Settlement {
+  /** Token counters to correct: the reservation replaced by the real usage. */
+  quotas: Array<{ bucketKey: string; delta: number; ttlMs: number }>;
+  release: { key: string; leaseId: string } | null;
+}
+
+export function quotaBucket(check: { key: string; windowMs: number }, now: number): { bucketKey: string; resetMs: number } {
+  const index = Math.floor(now / check.windowMs);
+  return { bucketKey: `${check.key}:${index}`, resetMs: (index + 1) * check.windowMs - now };
+}
+
+/** Emission interval of a GCRA limit: one request every windowMs / limit. */
+function emissionInterval(check: RateCheck): number {
+  return check.windowMs / check.limit;
+}
+
+export interface AdmissionState {
+  rateTat: Map<string, { tat: number; expiresAt: number }>;
+  counters: Map<string, { value: number; expiresAt: number }>;
+  leases: Map<string, Map<string, number>>;
+}
+
+export function createAdmissionState(): AdmissionState {
+  return { rateTat: new Map(), counters: new Map(), leases: new Map() };
+}
+
+/** The in-memory twin of the Lua script: synchronous, hence atomic within one process. */
+export function admitInMemory(state: AdmissionState, request: AdmissionRequest): AdmissionResult {
+  const { now } = request;
+  const newTats: number[] = [];
+  const rates: AdmissionResult['rates'] = [];
+  for (const [index, check] of request.rates.entries()) {
+    const interval = emissionInterval(check);
+    const stored = state.rateTat.get(check.key);
+    const tat = Math.max(stored !== undefined && stored.expiresAt > now ? stored.tat : 0, now);
+    const newTat = tat + interval;
+    const allowAt = newTat - check.windowMs;
+    if (allowAt > now) {
+      return { allowed: false, failure: { kind: 'rate', index, retryAfterMs: Math.ceil(allowAt - now) }, rates: [], quotas: [] };
+    }
+    newTats.push(newTat);
+    rates.push({ remaining: Math.max(0, Math.floor((now + check.windowMs - newTat) / interval)), resetMs: Math.ceil(newTat - now) });
+  }
+
+  const quotas: AdmissionResult['quotas'] = [];
+  for (const [index, check] of request.quotas.entries()) {
+    const { bucketKey, resetMs } = quotaBucket(check, now);
+    const counter = state.counters.get(bucketKey);
+    const used = counter !== undefined && counter.expiresAt > now ? counter.value : 0;
+    if (used >= check.limit) return { allowed: false, failure: { kind: 'quota', index, retryAfterMs: resetMs }, rates: [], quotas: [] };
+    quotas.push({ used: used + check.reserve, resetMs, bucketKey });
+  }
+
+  if (request.concurrency !== null) {
+    const { key, limit } = request.concurrency;
+    const leases = state.leases.get(key) ?? new Map<string, number>();
+    for (const [leaseId, expiresAt] of leases) if (expiresAt <= now) leases.delete(leaseId);
+    if (leases.size >= limit) {
+      const soonest = Math.min(...leases.values());
+      return { allowed: false, failure: { kind: 'concurrency', index: 0, retryAfterMs: Math.max(1000, soonest - now) }, rates: [], quotas: [] };
+    }
+    leases.set(request.concurrency.leaseId, now + request.concurrency.leaseTtlMs);
+    state.leases.set(key, leases);
+  }
+
+  for (const [index, check] of request.rates.entries()) state.rateTat.set(check.key, { tat: newTats[index] ?? now, expiresAt: now + check.windowMs });
+  for (const quota of quotas) state.counters.set(quota.bucketKey, { value: quota.used, expiresAt: now + quota.resetMs + 60_000 });
+  return { allowed: true, failure: null, rates, quotas };
+}
+
+export function settleInMemory(state: AdmissionState, settlement: Settlement, now: number): void {
+  for (const quota of settlement.quotas) {
+    const counter = state.counters.get(quota.bucketKey);
+    if (counter === undefined || counter.expiresAt <= now) continue;
+    counter.value = Math.max(0, counter.value + quota.delta);
+  }
+  if (settlement.release !== null) state.leases.get(settlement.release.key)?.delete(settlement.release.leaseId);
+}
+
+export function renewLeaseInMemory(state: AdmissionState, lease: { key: string; leaseId: string; ttlMs: number }, now: number): void {
+  const leases = state.leases.get(lease.key);
+  if (leases?.has(lease.leaseId) === true) leases.set(lease.leaseId, now + lease.ttlMs);
+}
+
+/** Reads counters without consuming anything (for /api/me/usage). */
+export function peekInMemory(state: AdmissionState, request: { now: number; rates: RateCheck[]; quotas: Array<Omit<QuotaCheck, 'reserve'>> }) {
+  return {
+    rates: request.rates.map((check) => {
+      const stored = state.rateTat.get(check.key);
+      const tat = Math.max(stored !== undefined && stored.expiresAt > request.now ? stored.tat : 0, request.now);
+      const interval = emissionInterval(check);
+      return { remaining: Math.max(0, Math.min(check.limit, Math.floor((request.now + check.windowMs - tat) / interval))), resetMs: Math.ceil(tat - request.now) };
+    }),
+    quotas: request.quotas.map((check) => {
+      const { bucketKey, resetMs } = quotaBucket(check, request.now);
+      const counter = state.counters.get(bucketKey);
+      return { used: counter !== undefined && counter.expiresAt > request.now ? counter.value : 0, resetMs };
+    }),
+  };
+}
+
+/** Drops expired entries so memory stays bounded by live keys. */
+export function sweepAdmissionState(state: AdmissionState, now: number): void {
+  for (const [key, entry] of state.rateTat) if (entry.expiresAt <= now) state.rateTat.delete(key);
+  for (const [key, entry] of state.counters) if (entry.expiresAt <= now) state.counters.delete(key);
+  for (const [key, leases] of state.leases) {
+    for (const [leaseId, expiresAt] of leases) if (expiresAt <= now) leases.delete(leaseId);
+    if (leases.size === 0) state.leases.delete(key);
+  }
+}
