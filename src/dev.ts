@@ -45,7 +45,9 @@ async function main(): Promise<void> {
       '',
       '  Try:',
       `    curl -s ${server.url}/health`,
-      simulator === null ? '' : `    curl -s ${simulator.url}/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hello"}]}'`,
+      `    curl -s ${server.url}/api/auth/register -H 'content-type: application/json' -d '{"email":"me@example.com","password":"a long passphrase"}'`,
+      `    TOKEN=$(curl -s ${server.url}/api/auth/login -H 'content-type: application/json' -d '{"email":"me@example.com","password":"a long passphrase"}' | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')`,
+      `    curl -N ${server.url}/api/chat -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hello"}]}'`,
       '',
     ]
       .filter((line, index, lines) => line !== '' || lines[index - 1] !== '')
