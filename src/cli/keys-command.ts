@@ -1,6 +1,5 @@
 // `keys create | revoke`: API keys for programs, from the command line.
-import { GatewayError } from '../errors.js';
-import { CliError, parseFlags, required, withAccounts } from './runtime.js';
+import { CliError, parseFlags, required, runSubcommand, withAccounts } from './runtime.js';
 
 const usage = `Usage: keys <action> [options]
 
@@ -8,14 +7,9 @@ const usage = `Usage: keys <action> [options]
          prints the key once: store it now
   revoke --email OWNER_EMAIL --id KEY_ID`;
 
-export async function runKeysCommand(argv: string[]): Promise<number> {
-  const [action, ...rest] = argv;
-  if (action === undefined || action === '--help' || action === 'help' || rest.includes('--help')) {
-    console.log(usage);
-    return action === undefined ? 1 : 0;
-  }
-  try {
-    return await withAccounts(async (accounts) => {
+export function runKeysCommand(argv: string[]): Promise<number> {
+  return runSubcommand(argv, usage, (action, rest) =>
+    withAccounts(async (accounts) => {
       const { values } = parseFlags(rest, { values: action === 'create' ? ['email', 'name', 'expires-in-days'] : ['email', 'id'], switches: [] });
       const owner = await accounts.users.findByEmail(required(values, 'email').trim());
       if (owner === undefined) throw new CliError('No user with that email');
@@ -32,12 +26,6 @@ export async function runKeysCommand(argv: string[]): Promise<number> {
         return 0;
       }
       throw new CliError(`Unknown keys action "${action}"\n\n${usage}`);
-    });
-  } catch (error) {
-    if (error instanceof GatewayError || error instanceof CliError) {
-      console.error(error.message);
-      return 1;
-    }
-    throw error;
-  }
+    }),
+  );
 }

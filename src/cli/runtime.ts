@@ -1,6 +1,7 @@
 // What CLI commands share: the configuration, and the database and store opened for one command.
 import pino from 'pino';
 import { ConfigError, parseConfig, readEnvironment, type Config } from '../config.js';
+import { GatewayError } from '../errors.js';
 import { createAccounts, type Accounts } from '../auth/index.js';
 import { openDatabase, type DatabaseHandle } from '../platform/database.js';
 import { resolveJwtSecret } from '../platform/jwt-secret.js';
@@ -79,4 +80,25 @@ export async function readPassword(values: Record<string, string>): Promise<stri
   const line = Buffer.concat(chunks).toString('utf8').split('\n')[0]?.replace(/\r$/, '') ?? '';
   if (line === '') throw new CliError('No password given (use --password, USER_PASSWORD or standard input)');
   return line;
+}
+
+/**
+ * Runs one action of a subcommand: prints the usage for help (exit 0) or no action (exit 1), and
+ * turns expected failures (bad input, a refused change) into one line on stderr and exit 1.
+ */
+export async function runSubcommand(argv: string[], usage: string, run: (action: string, rest: string[]) => Promise<number>): Promise<number> {
+  const [action, ...rest] = argv;
+  if (action === undefined || action === '--help' || action === 'help' || rest.includes('--help')) {
+    console.log(usage);
+    return action === undefined ? 1 : 0;
+  }
+  try {
+    return await run(action, rest);
+  } catch (error) {
+    if (error instanceof GatewayError || error instanceof CliError) {
+      console.error(error.message);
+      return 1;
+    }
+    throw error;
+  }
 }

@@ -1,7 +1,6 @@
 // `users create | list | set-role | disable | enable`: manage accounts from the command line.
-import { GatewayError } from '../errors.js';
 import { toUserView } from '../auth/views.js';
-import { CliError, parseFlags, readPassword, required, withAccounts } from './runtime.js';
+import { CliError, parseFlags, readPassword, required, runSubcommand, withAccounts } from './runtime.js';
 
 const usage = `Usage: users <action> [options]
 
@@ -12,14 +11,9 @@ const usage = `Usage: users <action> [options]
   disable --email EMAIL      ends every session; API keys stop working
   enable --email EMAIL`;
 
-export async function runUsersCommand(argv: string[]): Promise<number> {
-  const [action, ...rest] = argv;
-  if (action === undefined || action === '--help' || action === 'help' || rest.includes('--help')) {
-    console.log(usage);
-    return action === undefined ? 1 : 0;
-  }
-  try {
-    return await withAccounts(async (accounts) => {
+export function runUsersCommand(argv: string[]): Promise<number> {
+  return runSubcommand(argv, usage, (action, rest) =>
+    withAccounts(async (accounts) => {
       switch (action) {
         case 'create': {
           const { values, switches } = parseFlags(rest, { values: ['email', 'password', 'display-name'], switches: ['admin'] });
@@ -60,12 +54,6 @@ export async function runUsersCommand(argv: string[]): Promise<number> {
         default:
           throw new CliError(`Unknown users action "${action}"\n\n${usage}`);
       }
-    });
-  } catch (error) {
-    if (error instanceof GatewayError || error instanceof CliError) {
-      console.error(error.message);
-      return 1;
-    }
-    throw error;
-  }
+    }),
+  );
 }

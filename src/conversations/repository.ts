@@ -1,41 +1,10 @@
 // SQL for conversations and messages. Every query names the owner, so another user's conversation
 // is simply not found. A turn (user message + assistant placeholder) is written in one short
 // transaction; no transaction or connection is held while vLLM generates.
-import { sql, type Transaction } from 'kysely';
-import type { DatabaseTables, MessageStatus } from '../platform/database-tables.js';
+import { sql, type Selectable, type Transaction } from 'kysely';
+import type { ConversationsTable, DatabaseTables, MessagesTable, MessageStatus } from '../platform/database-tables.js';
 import type { Database } from '../platform/database.js';
 import { microsecondsSinceEpoch, timestampFromMicroseconds } from '../platform/sql-time.js';
-
-export interface ConversationRecord {
-  id: string;
-  user_id: string;
-  title: string;
-  model: string | null;
-  system_prompt: string | null;
-  settings: Record<string, unknown>;
-  message_count: number;
-  last_message_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-export interface MessageRecord {
-  id: string;
-  position: number;
-  conversation_id: string;
-  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
-  content: string;
-  status: MessageStatus;
-  status_reason: string | null;
-  finish_reason: string | null;
-  model: string | null;
-  prompt_tokens: number | null;
-  completion_tokens: number | null;
-  ttft_ms: number | null;
-  duration_ms: number | null;
-  idempotency_key: string | null;
-  created_at: Date;
-}
 
 const conversationColumns = ['id', 'user_id', 'title', 'model', 'system_prompt', 'settings', 'message_count', 'last_message_at', 'created_at', 'updated_at'] as const;
 const messageColumns = [
@@ -55,6 +24,9 @@ const messageColumns = [
   'idempotency_key',
   'created_at',
 ] as const;
+
+export type ConversationRecord = Pick<Selectable<ConversationsTable>, (typeof conversationColumns)[number]>;
+export type MessageRecord = Pick<Selectable<MessagesTable>, (typeof messageColumns)[number]>;
 
 export interface NewConversation {
   userId: string;
