@@ -1,2 +1,3 @@
+DROP TABLE chat_turn_keys;
 DROP TABLE messages;
 DROP TABLE conversations;

@@ -32,12 +32,19 @@ CREATE TABLE messages (
   ttft_ms integer,
   duration_ms integer,
   request_id text,
-  idempotency_key text,
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE INDEX messages_conversation_position_idx ON messages (conversation_id, position);
 CREATE INDEX messages_streaming_idx ON messages (created_at) WHERE status = 'streaming';
--- A retried send with the same Idempotency-Key finds the turn it started.
-CREATE INDEX messages_idempotency_key_idx ON messages (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- Idempotency-Key claims: the first send with a key claims it (in the transaction that writes the
+-- turn); a retry, even one arriving at the same moment, finds the claim and the turn it points to.
+CREATE TABLE chat_turn_keys (
+  user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  idempotency_key text NOT NULL,
+  conversation_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  user_message_id uuid NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (user_id, idempotency_key)
+);

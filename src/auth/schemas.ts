@@ -65,7 +65,8 @@ export const sessionSchema = Type.Object({
 });
 export type SessionView = Static<typeof sessionSchema>;
 
-export const idParamsSchema = Type.Object({ id: Type.String({ maxLength: 64 }) });
+/** Any text up to a bound: an id that is not a UUID is a 404 (checked in the handler), like a missing one. */
+export const idParamsSchema = Type.Object({ id: Type.String({ maxLength: 1000 }) });
 
 export const createApiKeyBodySchema = Type.Object(
   {

@@ -28,13 +28,17 @@ export function chatRequestSchema(limits: RequestLimits) {
         Type.Object(
           {
             role: Type.Union(messageRoles.map((role) => Type.Literal(role))),
-            content: Type.Union([Type.String({ maxLength: maximumContentLength }), Type.Array(Type.Object({}, { additionalProperties: true }), { maxItems: 64 })]),
+            content: Type.Union([
+              Type.String({ maxLength: maximumContentLength }),
+              // Multimodal parts: the same limit on each text part, so the limit cannot be dodged by wrapping.
+              Type.Array(Type.Object({ text: Type.Optional(Type.String({ maxLength: maximumContentLength })) }, { additionalProperties: true }), { maxItems: 64 }),
+            ]),
           },
           { additionalProperties: true },
         ),
         { minItems: 1, maxItems: limits.maxMessages },
       ),
-      conversation_id: Type.Optional(Type.String({ maxLength: 64, description: 'Append to this conversation; omitted, a new one is created' })),
+      conversation_id: Type.Optional(Type.String({ maxLength: 1000, description: 'Append to this conversation; omitted, a new one is created' })),
       store: Type.Optional(Type.Boolean({ description: 'false: nothing is stored' })),
     },
     { additionalProperties: true },

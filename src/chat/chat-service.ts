@@ -41,25 +41,27 @@ export function createChatService(dependencies: {
 }) {
   const { relayService, conversations, registry, catalog } = dependencies;
 
+  /** Answers a retried send with the turn its first attempt produced; false when there is none to replay. */
+  async function replayIfKnown(input: { reply: FastifyReply; userId: string; key: string; stream: boolean }): Promise<boolean> {
+    const previous = await conversations.findTurnByIdempotencyKey(input.userId, input.key);
+    if (previous === undefined) return false;
+    if (previous.assistant === undefined || previous.assistant.status === 'streaming') {
+      throw new GatewayError('conflict', 'A request with this Idempotency-Key is still being answered');
+    }
+    await replayTurn({ reply: input.reply, stream: input.stream, conversationId: previous.conversationId, userMessageId: previous.userMessageId, assistant: previous.assistant });
+    return true;
+  }
+
   /** Returns how the generation went, or null when a finished turn was replayed (nothing generated). */
   async function chat(input: { request: FastifyRequest; reply: FastifyReply; principal: Principal; body: ChatRequestBody; idempotencyKey: string | null }): Promise<RelayResult | null> {
     const { request, reply, principal, body } = input;
     const store = body.store !== false;
     const stream = body.stream === true;
     const conversation = body.conversation_id === undefined ? null : await dependencies.conversationsService.getOwned(body.conversation_id, principal.userId);
+    const idempotencyKey = store ? input.idempotencyKey : null;
+    if (idempotencyKey !== null && (await replayIfKnown({ reply, userId: principal.userId, key: idempotencyKey, stream }))) return null;
 
-    if (store && input.idempotencyKey !== null) {
-      const previous = await conversations.findTurnByIdempotencyKey(principal.userId, input.idempotencyKey);
-      if (previous !== undefined) {
-        if (previous.assistant?.status === 'streaming') throw new GatewayError('conflict', 'A request with this Idempotency-Key is still being answered');
-        if (previous.assistant !== undefined) {
-          await replayTurn({ reply, stream, conversationId: previous.conversationId, userMessageId: previous.userMessageId, assistant: previous.assistant });
-          return null;
-        }
-      }
-    }
-
-    const model = body.model ?? conversation?.model ?? catalog.defaultModel();
+    const model = body.model ?? conversation?.model ?? (await defaultModel());
     const settings = conversation?.settings ?? {};
     const leading: ChatMessage[] = conversation?.system_prompt ? [{ role: 'system', content: conversation.system_prompt }] : [];
     const history = conversation === null ? [] : (await conversations.history(conversation.id, dependencies.maxHistoryMessages)).map(toChatMessage);
@@ -68,7 +70,7 @@ export function createChatService(dependencies: {
       leading,
       history,
       newMessages: body.messages,
-      maxModelLength: maxModelLengthOf(model),
+      maxModelLength: await maxModelLengthOf(model),
       reservedForAnswer: maxTokens ?? 1,
       countTokens: (messages) => dependencies.countTokens({ model, messages }),
     });
@@ -77,16 +79,22 @@ export function createChatService(dependencies: {
     for (const field of chatOnlyFields) delete upstreamBody[field];
     if (model !== null && upstreamBody.model === undefined) upstreamBody.model = model;
 
-    const turn = store
+    const started = store
       ? await conversations.startTurn({
           conversation: conversation === null ? { create: newConversation(principal.userId, body, model) } : { id: conversation.id },
           userId: principal.userId,
           messages: body.messages.filter((message) => storableRoles.has(message.role)).map((message) => ({ role: message.role as MessageRecord['role'], content: textOf(message.content) })),
           model,
           requestId: request.id,
-          idempotencyKey: input.idempotencyKey,
+          idempotencyKey,
         })
       : null;
+    if (started === 'duplicate') {
+      // Another request with the same key won the race and owns the turn.
+      if (idempotencyKey !== null && (await replayIfKnown({ reply, userId: principal.userId, key: idempotencyKey, stream }))) return null;
+      throw new GatewayError('conflict', 'A request with this Idempotency-Key is still being answered');
+    }
+    const turn = started;
     const ids = {
       conversation_id: turn?.conversation.id ?? conversation?.id ?? null,
       user_message_id: turn?.userMessageId ?? null,
@@ -94,6 +102,12 @@ export function createChatService(dependencies: {
     };
 
     const generation: RunningGeneration | null = turn === null ? null : registry.register(turn.assistantMessageId);
+    let saved = false;
+    const save = async (outcome: Parameters<typeof saveAssistant>[1]) => {
+      if (turn === null || saved) return;
+      saved = true;
+      await saveAssistant(turn.assistantMessageId, outcome);
+    };
     let result: RelayResult;
     try {
       result = await relayService.relay({
@@ -106,23 +120,29 @@ export function createChatService(dependencies: {
         leadingEvents: [conversationEvent({ ...ids, trimmed_messages: fitted.droppedMessages })],
         ...(generation === null ? {} : { stop: { signal: generation.signal, reason: generation.reason } }),
         rewriteJson: (completion) => ({ ...completion, conversation_id: ids.conversation_id, message_id: ids.assistant_message_id, trimmed_messages: fitted.droppedMessages }),
+        // The answer is stored before the client hears it is complete, so a next turn always sees it.
+        beforeFinish: (finished) => save({ ...describeEnding(finished), requestId: request.id, model: finished.model ?? model, result: finished }),
       });
     } catch (error) {
-      if (turn !== null) {
-        await saveAssistant(turn.assistantMessageId, {
-          content: '',
-          status: 'error',
-          statusReason: error instanceof GatewayError ? error.message : 'internal error',
-          requestId: request.id,
-          model,
-        });
-      }
+      // Stopped (or shut down) before vLLM answered a JSON request: interrupted, not failed.
+      const stopped = generation?.signal.aborted === true;
+      await save({
+        content: '',
+        status: stopped ? 'interrupted' : 'error',
+        statusReason: stopped ? (generation?.reason() === 'shutdown' ? 'the gateway shut down' : 'stopped by the user') : error instanceof GatewayError ? error.message : 'internal error',
+        requestId: request.id,
+        model,
+      });
       throw error;
     } finally {
       generation?.release();
     }
-    if (turn !== null) await saveAssistant(turn.assistantMessageId, { ...describeEnding(result), requestId: request.id, model: result.model ?? model, result });
+    await save({ ...describeEnding(result), requestId: request.id, model: result.model ?? model, result });
     return result;
+  }
+
+  async function defaultModel(): Promise<string | null> {
+    return catalog.defaultModel() ?? (await catalog.list().catch(() => null))?.data[0]?.id ?? null;
   }
 
   /** The assistant message's last write; a failure here is logged, never turned into a lost answer silently. */
@@ -149,8 +169,11 @@ export function createChatService(dependencies: {
     }
   }
 
-  function maxModelLengthOf(model: string | null): number | null {
-    const length = model === null ? null : catalog.find(model)?.max_model_len;
+  /** The model's context length; the model list is fetched if it is not known yet (cold start). */
+  async function maxModelLengthOf(model: string | null): Promise<number | null> {
+    if (model === null) return null;
+    if (catalog.find(model) === null) await catalog.list().catch(() => null);
+    const length = catalog.find(model)?.max_model_len;
     return typeof length === 'number' ? length : null;
   }
 

@@ -54,11 +54,11 @@ export async function fitToContext(input: FitInput): Promise<FitResult> {
       excess -= estimateTokens(history.slice(drop, drop + 1));
       drop += 1;
     }
-    history = history.slice(Math.max(drop, 1));
+    history = dropWholeTurns(history, Math.max(drop, 1));
     tokens = await count(assemble(history));
   }
   while (tokens > budget && history.length > 0) {
-    history = history.slice(1);
+    history = dropWholeTurns(history, 1);
     tokens = await count(assemble(history));
   }
   if (tokens > budget) {
@@ -70,4 +70,15 @@ export async function fitToContext(input: FitInput): Promise<FitResult> {
     );
   }
   return { messages: assemble(history), droppedMessages: input.history.length - history.length, promptTokens: tokens };
+}
+
+/**
+ * Drops at least `count` messages from the start, then on to the next user message: an answer is
+ * never sent without the question it answered (and chat templates that require user/assistant
+ * alternation stay happy).
+ */
+function dropWholeTurns(history: ChatMessage[], count: number): ChatMessage[] {
+  let start = Math.min(count, history.length);
+  while (start < history.length && history[start]?.role !== 'user') start += 1;
+  return history.slice(start);
 }

@@ -58,6 +58,8 @@ export interface RelayInput {
   stop?: { signal: AbortSignal; reason: () => StopReason };
   /** For non-streaming answers: the JSON to send instead of vLLM's bytes (the chat API adds its ids). */
   rewriteJson?: (completion: Record<string, unknown>) => Record<string, unknown>;
+  /** Runs once a generation is over but before the client is told (JSON sent, `[DONE]` written). */
+  beforeFinish?: (result: RelayResult) => Promise<void>;
 }
 
 export function createRelayService(dependencies: {
@@ -215,6 +217,7 @@ export function createRelayService(dependencies: {
       });
       if (typeof completion.model === 'string') result.model = completion.model;
       if (input.collectText === true) result.text = firstMessageContent(completion);
+      await input.beforeFinish?.(result);
       const contentType = String(upstream.headers['content-type'] ?? 'application/json');
       if (input.rewriteJson !== undefined) await reply.type('application/json').send(input.rewriteJson(completion));
       // vLLM's bytes, as they came: never parsed and re-serialised on the way to a /v1 client.
@@ -225,6 +228,7 @@ export function createRelayService(dependencies: {
     reply.hijack();
     metrics.activeStreams.inc();
     let ending: StreamEnding;
+    let finishedResult: RelayResult | null = null;
     try {
       ending = await relayStream({
         upstream: upstream.body,
@@ -238,6 +242,13 @@ export function createRelayService(dependencies: {
         clientGone: () => clientGone,
         stopRequested: () => (input.stop?.signal.aborted === true ? input.stop.reason() : null),
         abortUpstream: (reason) => controller.abort(new Error(reason)),
+        beforeDone: async () => {
+          finishedResult =
+            observer.upstreamError === null
+              ? conclude({ outcome: 'ok' })
+              : conclude({ outcome: 'upstream_error', error: new GatewayError('upstream_error', observer.upstreamError.message) });
+          await input.beforeFinish?.(finishedResult);
+        },
         onDataEvent: (arrivedAt) => {
           const label = modelLabel(observer.model ?? prepared.model);
           if (firstEventAt === null) {
@@ -256,9 +267,8 @@ export function createRelayService(dependencies: {
 
     switch (ending.outcome) {
       case 'complete':
-        return conclude({ outcome: 'ok' });
       case 'upstream_error_event':
-        return conclude({ outcome: 'upstream_error', error: new GatewayError('upstream_error', observer.upstreamError?.message ?? 'vLLM reported an error') });
+        return finishedResult ?? conclude({ outcome: ending.outcome === 'complete' ? 'ok' : 'upstream_error' });
       case 'client_disconnect':
       case 'slow_client':
         return conclude({ outcome: 'aborted', abortReason: ending.outcome });

@@ -37,6 +37,8 @@ export interface StreamRelayOptions {
   abortUpstream: (reason: string) => void;
   /** Called for each data event vLLM sent, with the time it arrived. */
   onDataEvent: (arrivedAt: number) => void;
+  /** Runs when vLLM's `[DONE]` arrived, before it is passed on: a stored answer is saved before the client learns it is over. */
+  beforeDone?: () => Promise<void>;
 }
 
 export async function relayStream(options: StreamRelayOptions): Promise<StreamEnding> {
@@ -55,6 +57,7 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
 
   const framer = new SseFramer();
   let sawDone = false;
+  let doneBytes: Buffer = doneEvent;
 
   const finishWithError = (failure: GatewayError): void => {
     if (response.writableEnded || response.destroyed) return;
@@ -88,10 +91,18 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
         }
         if (observed.kind === 'data' || observed.kind === 'usage_only') options.onDataEvent(arrivedAt);
         if (observed.kind === 'usage_only' && !options.forwardUsageChunk) continue;
-        if (observed.kind === 'done') sawDone = true;
+        if (observed.kind === 'done') {
+          // Held back until the end, so beforeDone runs first; then sent exactly as vLLM wrote it.
+          sawDone = true;
+          doneBytes = event;
+          continue;
+        }
         outgoing.push(event);
       }
-      if (outgoing.length === 0) continue;
+      if (outgoing.length === 0) {
+        if (sawDone) break;
+        continue;
+      }
       lastWriteAt = arrivedAt;
       if (!writeAll(response, outgoing) && !(await drained(response, options.slowClientTimeoutMs))) {
         if (options.clientGone()) return { outcome: 'client_disconnect' };
@@ -120,7 +131,8 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
     finishWithError(failure);
     return { outcome: 'upstream_failure', failure };
   }
-  response.end();
+  await options.beforeDone?.();
+  response.end(doneBytes);
   return observer.upstreamError === null ? { outcome: 'complete' } : { outcome: 'upstream_error_event' };
 }
 

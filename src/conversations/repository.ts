@@ -21,7 +21,6 @@ const messageColumns = [
   'completion_tokens',
   'ttft_ms',
   'duration_ms',
-  'idempotency_key',
   'created_at',
 ] as const;
 
@@ -50,6 +49,12 @@ export interface AssistantOutcome {
 }
 
 const activity = sql<Date>`coalesce(last_message_at, created_at)`;
+
+class DuplicateTurn extends Error {}
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23505';
+}
 
 export function createConversationsRepository(db: Database) {
   async function insertConversation(executor: Database | Transaction<DatabaseTables>, input: NewConversation): Promise<ConversationRecord> {
@@ -130,6 +135,11 @@ export function createConversationsRepository(db: Database) {
      * Writes a turn in one transaction: the conversation (when new), the caller's messages, and
      * the assistant's placeholder in status `streaming`. Returns the ids the stream announces.
      */
+    /**
+     * Writes a turn in one transaction: the conversation (when new), the caller's messages, the
+     * assistant's placeholder in status `streaming`, and the Idempotency-Key claim. Returns
+     * `duplicate` when another request already claimed the key: nothing is written then.
+     */
     async startTurn(input: {
       conversation: { id: string } | { create: NewConversation };
       userId: string;
@@ -137,43 +147,51 @@ export function createConversationsRepository(db: Database) {
       model: string | null;
       requestId: string;
       idempotencyKey: string | null;
-    }): Promise<{ conversation: ConversationRecord; userMessageId: string | null; assistantMessageId: string }> {
-      return db.transaction().execute(async (transaction) => {
-        const conversation =
-          'create' in input.conversation
-            ? await insertConversation(transaction, input.conversation.create)
-            : await transaction.selectFrom('conversations').select(conversationColumns).where('id', '=', input.conversation.id).where('user_id', '=', input.userId).forUpdate().executeTakeFirstOrThrow();
-        let userMessageId: string | null = null;
-        for (const [index, message] of input.messages.entries()) {
-          const last = index === input.messages.length - 1;
-          const row = await transaction
+    }): Promise<{ conversation: ConversationRecord; userMessageId: string | null; assistantMessageId: string } | 'duplicate'> {
+      try {
+        return await db.transaction().execute(async (transaction) => {
+          const conversation =
+            'create' in input.conversation
+              ? await insertConversation(transaction, input.conversation.create)
+              : await transaction.selectFrom('conversations').select(conversationColumns).where('id', '=', input.conversation.id).where('user_id', '=', input.userId).forUpdate().executeTakeFirstOrThrow();
+          let userMessageId: string | null = null;
+          let lastMessageId: string | null = null;
+          for (const message of input.messages) {
+            const row = await transaction
+              .insertInto('messages')
+              .values({ conversation_id: conversation.id, role: message.role, content: message.content, status: 'complete', request_id: input.requestId })
+              .returning('id')
+              .executeTakeFirstOrThrow();
+            lastMessageId = row.id;
+            if (message.role === 'user') userMessageId = row.id;
+          }
+          if (input.idempotencyKey !== null && lastMessageId !== null) {
+            const claimed = await transaction
+              .insertInto('chat_turn_keys')
+              .values({ user_id: input.userId, idempotency_key: input.idempotencyKey, conversation_id: conversation.id, user_message_id: lastMessageId })
+              .onConflict((conflict) => conflict.columns(['user_id', 'idempotency_key']).doNothing())
+              .returning('user_id')
+              .executeTakeFirst();
+            if (claimed === undefined) throw new DuplicateTurn();
+          }
+          const assistant = await transaction
             .insertInto('messages')
-            .values({
-              conversation_id: conversation.id,
-              role: message.role,
-              content: message.content,
-              status: 'complete',
-              request_id: input.requestId,
-              // The key marks the turn by its last user-side message, which a retry finds.
-              idempotency_key: last ? input.idempotencyKey : null,
-            })
+            .values({ conversation_id: conversation.id, role: 'assistant', status: 'streaming', model: input.model, request_id: input.requestId })
             .returning('id')
             .executeTakeFirstOrThrow();
-          if (message.role === 'user') userMessageId = row.id;
-        }
-        const assistant = await transaction
-          .insertInto('messages')
-          .values({ conversation_id: conversation.id, role: 'assistant', status: 'streaming', model: input.model, request_id: input.requestId })
-          .returning('id')
-          .executeTakeFirstOrThrow();
-        const updated = await transaction
-          .updateTable('conversations')
-          .set({ message_count: sql`message_count + ${input.messages.length + 1}`, last_message_at: sql`now()`, updated_at: sql`now()` })
-          .where('id', '=', conversation.id)
-          .returning(conversationColumns)
-          .executeTakeFirstOrThrow();
-        return { conversation: updated, userMessageId, assistantMessageId: assistant.id };
-      });
+          const updated = await transaction
+            .updateTable('conversations')
+            .set({ message_count: sql`message_count + ${input.messages.length + 1}`, last_message_at: sql`now()`, updated_at: sql`now()` })
+            .where('id', '=', conversation.id)
+            .returning(conversationColumns)
+            .executeTakeFirstOrThrow();
+          return { conversation: updated, userMessageId, assistantMessageId: assistant.id };
+        });
+      } catch (error) {
+        // Two sends with one key at the same moment: the loser's transaction rolled back whole.
+        if (error instanceof DuplicateTurn || isUniqueViolation(error)) return 'duplicate';
+        throw error;
+      }
     },
 
     /** Completes the assistant message with what the stream produced, whatever its ending. */
@@ -197,26 +215,26 @@ export function createConversationsRepository(db: Database) {
         .execute();
     },
 
-    /** The turn a retried request with the same Idempotency-Key already started, in any of the user's conversations. */
+    /** The turn a request with this Idempotency-Key already started, if any. */
     async findTurnByIdempotencyKey(userId: string, key: string) {
-      const keyed = await db
-        .selectFrom('messages')
-        .innerJoin('conversations', 'conversations.id', 'messages.conversation_id')
-        .select(['messages.id', 'messages.position', 'messages.conversation_id'])
-        .where('conversations.user_id', '=', userId)
-        .where('messages.idempotency_key', '=', key)
+      const claim = await db
+        .selectFrom('chat_turn_keys')
+        .innerJoin('messages', 'messages.id', 'chat_turn_keys.user_message_id')
+        .select(['chat_turn_keys.conversation_id', 'chat_turn_keys.user_message_id', 'messages.position'])
+        .where('chat_turn_keys.user_id', '=', userId)
+        .where('chat_turn_keys.idempotency_key', '=', key)
         .executeTakeFirst();
-      if (keyed === undefined) return undefined;
+      if (claim === undefined) return undefined;
       const assistant = await db
         .selectFrom('messages')
         .select(messageColumns)
-        .where('conversation_id', '=', keyed.conversation_id)
+        .where('conversation_id', '=', claim.conversation_id)
         .where('role', '=', 'assistant')
-        .where('position', '>', keyed.position)
+        .where('position', '>', claim.position)
         .orderBy('position', 'asc')
         .limit(1)
         .executeTakeFirst();
-      return { conversationId: keyed.conversation_id, userMessageId: keyed.id, assistant };
+      return { conversationId: claim.conversation_id, userMessageId: claim.user_message_id, assistant };
     },
 
     /** The owner and state of a message, for stop requests. */

@@ -104,9 +104,16 @@ export interface MessagesTable {
   ttft_ms: number | null;
   duration_ms: number | null;
   request_id: string | null;
-  idempotency_key: string | null;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
+}
+
+export interface ChatTurnKeysTable {
+  user_id: string;
+  idempotency_key: string;
+  conversation_id: string;
+  user_message_id: string;
+  created_at: Generated<Date>;
 }
 
 export interface DatabaseTables {
@@ -117,4 +124,5 @@ export interface DatabaseTables {
   usage_events: UsageEventsTable;
   conversations: ConversationsTable;
   messages: MessagesTable;
+  chat_turn_keys: ChatTurnKeysTable;
 }
