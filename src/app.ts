@@ -135,7 +135,15 @@ async function assembleApp(parts: {
   await app.register(healthRoutes, { healthService, metricsRegistry: metrics.registry });
   const limits = createLimitsService({ config: config.limits, store, registry: metrics.registry, logger });
   app.addHook('onClose', () => limits.close());
-  const accounts = await registerAccounts(app, { config, db: database.db, store, logger, authRateLimit: (request) => limits.admitAuth(request.ip) });
+  const accounts = await registerAccounts(app, {
+    config,
+    db: database.db,
+    store,
+    logger,
+    authRateLimit: async (request, reply) => {
+      reply.headers(await limits.admitAuth(request.ip));
+    },
+  });
   const relay = await registerRelay(app, { config, db: database.db, store, upstreamClient, metrics, logger, authenticator: accounts.authenticator, limits });
   await app.register(usageRoutes, { prefix: '/api', limits, authenticator: accounts.authenticator, usageRepository: relay.usageRepository });
   app.decorate('gateway', { database, flushUsage: () => relay.usage.flush() });

@@ -1,6 +1,6 @@
 // Wires the accounts feature: repositories, services, the authenticator other features use,
 // and the /api/auth, /api/keys and /api/admin routes.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Database } from '../platform/database.js';
@@ -65,7 +65,7 @@ export type Accounts = ReturnType<typeof createAccounts>;
 
 export async function registerAccounts(
   app: FastifyInstance,
-  dependencies: Parameters<typeof createAccounts>[0] & { authRateLimit: (request: FastifyRequest) => Promise<void> },
+  dependencies: Parameters<typeof createAccounts>[0] & { authRateLimit: (request: FastifyRequest, reply: FastifyReply) => Promise<void> },
 ) {
   const accounts = createAccounts(dependencies);
   const { accountService, apiKeysService, adminService } = accounts;

@@ -1,6 +1,6 @@
 // /api/auth: register, login, refresh, logout, me, logout-all, sessions, password.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { GatewayError } from '../errors.js';
 import { isUuid } from '../platform/identifiers.js';
@@ -25,7 +25,7 @@ export interface AuthRoutesOptions {
   accountService: AccountService;
   authenticator: Authenticator;
   /** The per-IP limit on login, register and refresh: 429 before any work. */
-  authRateLimit: (request: FastifyRequest) => Promise<void>;
+  authRateLimit: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
 }
 
 const tags = ['auth'];

@@ -12,21 +12,25 @@ function duration(milliseconds: number): string {
   return seconds >= 60 ? `${Math.floor(seconds / 60)}m${seconds % 60}s` : `${seconds}s`;
 }
 
+/** The request-rate headers, IETF and OpenAI names, for one limit and where it stands. */
+export function requestRateHeaders(limit: number, standing: { remaining: number; resetMs: number }): Record<string, string> {
+  return {
+    'ratelimit-limit': String(limit),
+    'ratelimit-remaining': String(standing.remaining),
+    'ratelimit-reset': String(Math.ceil(standing.resetMs / 1000)),
+    'x-ratelimit-limit-requests': String(limit),
+    'x-ratelimit-remaining-requests': String(standing.remaining),
+    'x-ratelimit-reset-requests': duration(standing.resetMs),
+  };
+}
+
 export function limitHeaders(input: {
   limits: EffectiveLimits;
   rates: Array<{ remaining: number; resetMs: number }>;
   quotas: Array<{ used: number; resetMs: number }>;
   quotaLimits: number[];
 }): Record<string, string> {
-  const userRate = input.rates[0];
-  const headers: Record<string, string> = {
-    'ratelimit-limit': String(input.limits.requests),
-    'ratelimit-remaining': String(userRate?.remaining ?? 0),
-    'ratelimit-reset': String(Math.ceil((userRate?.resetMs ?? 0) / 1000)),
-    'x-ratelimit-limit-requests': String(input.limits.requests),
-    'x-ratelimit-remaining-requests': String(userRate?.remaining ?? 0),
-    'x-ratelimit-reset-requests': duration(userRate?.resetMs ?? 0),
-  };
+  const headers = requestRateHeaders(input.limits.requests, input.rates[0] ?? { remaining: 0, resetMs: 0 });
   // The tightest token window is the one a client should pace itself by: the first configured.
   const quota = input.quotas[0];
   const quotaLimit = input.quotaLimits[0];

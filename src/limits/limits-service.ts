@@ -13,7 +13,7 @@ import type { AdmissionRequest, AdmissionResult, QuotaCheck, RateCheck } from '.
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { createMemoryStore } from '../platform/memory-store.js';
 import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
-import { limitHeaders, retryAfterSeconds } from './limit-headers.js';
+import { limitHeaders, requestRateHeaders, retryAfterSeconds } from './limit-headers.js';
 
 const minuteMs = 60_000;
 const dayMs = 86_400_000;
@@ -34,13 +34,19 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   const fallbacks = new Counter({ name: 'rate_limit_store_fallback_total', help: 'Limit checks decided by this instance alone because Redis did not answer.', registers });
   const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
 
-  /** Runs an operation on the shared store, or on this instance's memory when the store fails or is slow. */
-  async function onStore<T>(operation: (target: KeyValueStore) => Promise<T>): Promise<{ value: T; target: KeyValueStore }> {
+  /**
+   * Runs an operation on the shared store, or on this instance's memory when the store fails or is
+   * slow. A late answer from Redis is handed to `undoLate`, so a check we stopped waiting for leaves
+   * no slot or reservation behind there.
+   */
+  async function onStore<T>(operation: (target: KeyValueStore) => Promise<T>, undoLate?: (lateValue: T) => Promise<void>): Promise<{ value: T; target: KeyValueStore }> {
     if (store.kind === 'memory') return { value: await operation(store), target: store };
     let timer: NodeJS.Timeout | undefined;
+    let gaveUp = false;
+    const attempt = operation(store);
     try {
       const value = await Promise.race([
-        operation(store),
+        attempt,
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`no answer within ${config.storeTimeoutMs} ms`)), config.storeTimeoutMs);
         }),
@@ -48,12 +54,16 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       fallbackActive.set(0);
       return { value, target: store };
     } catch (error) {
+      gaveUp = true;
       fallbacks.inc();
       fallbackActive.set(1);
       logger.warn({ err: error }, 'limits: Redis unavailable, limiting on this instance alone');
       return { value: await operation(fallback), target: fallback };
     } finally {
       clearTimeout(timer);
+      if (gaveUp && undoLate !== undefined) {
+        attempt.then((late) => undoLate(late)).catch(() => undefined);
+      }
     }
   }
 
@@ -104,9 +114,33 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       const leaseId = randomUUID();
       const concurrency = { key: `concurrency:${userId}`, limit: limits.maxConcurrentStreams, leaseId, leaseTtlMs: leaseTtlMs };
       const request: AdmissionRequest = { now: Date.now(), rates, quotas, concurrency };
-      const { value: result, target } = await onStore((chosen) => chosen.admit(request));
+      const settleOn = (where: KeyValueStore, admitted: AdmissionResult, used: number) =>
+        where.settle({
+          quotas: admitted.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
+          release: { key: concurrency.key, leaseId },
+        });
+      // A Redis admission that arrived after we stopped waiting is settled like the real one, so
+      // Redis counts the tokens actually used and holds no slot for a generation that is over.
+      let lateAdmission: AdmissionResult | null = null;
+      let finishedWith: number | null = null;
+      const onLate = async (late: AdmissionResult) => {
+        if (!late.allowed) return;
+        if (finishedWith === null) lateAdmission = late;
+        else await settleOn(store, late, finishedWith);
+      };
+      const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate);
+      if (!result.allowed) {
+        // A refusal consumed nothing and reported nothing: read where each limit stands for the headers.
+        const standing = await target.peek({ now: request.now, rates, quotas }).catch(() => ({ rates: [], quotas: [] }));
+        const failed = result.failure;
+        const rateStandings = rates.map((_, index) =>
+          failed?.kind === 'rate' && failed.index === index ? { remaining: 0, resetMs: failed.retryAfterMs } : (standing.rates[index] ?? { remaining: 0, resetMs: 0 }),
+        );
+        const quotaStandings = quotas.map((quota, index) => standing.quotas[index] ?? { used: quota.limit, resetMs: 0 });
+        const headers = limitHeaders({ limits, rates: rateStandings, quotas: quotaStandings, quotaLimits: quotas.map((quota) => quota.limit) });
+        refuse(result, { rate: ['user_requests', 'ip_requests'], quota: quotaNames }, headers);
+      }
       const headers = limitHeaders({ limits, rates: result.rates, quotas: result.quotas, quotaLimits: quotas.map((quota) => quota.limit) });
-      if (!result.allowed) refuse(result, { rate: ['user_requests', 'ip_requests'], quota: quotaNames }, headers);
 
       // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs.
       const renewal = setInterval(() => void target.renewLease({ key: concurrency.key, leaseId, ttlMs: leaseTtlMs }).catch(() => undefined), leaseRenewMs);
@@ -119,11 +153,11 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
           finished = true;
           clearInterval(renewal);
           const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
+          finishedWith = used;
           try {
-            await target.settle({
-              quotas: result.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
-              release: { key: concurrency.key, leaseId },
-            });
+            await settleOn(target, result, used);
+            const late: AdmissionResult | null = lateAdmission;
+            if (late !== null) await settleOn(store, late, used);
           } catch (error) {
             logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
           }
@@ -131,14 +165,14 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       };
     },
 
-    /** The stricter per-IP limit on login, register and refresh. */
-    async admitAuth(ip: string): Promise<void> {
+    /** The stricter per-IP limit on login, register and refresh; returns the headers for the answer. */
+    async admitAuth(ip: string): Promise<Record<string, string>> {
       const rate: RateCheck = { key: `limit:auth-ip:${ipBucket(ip)}`, limit: config.authRequests, windowMs: config.authWindowSeconds * 1000 };
       const { value: result } = await onStore((chosen) => chosen.admit({ now: Date.now(), rates: [rate], quotas: [], concurrency: null }));
-      if (!result.allowed) {
-        const headers = { 'ratelimit-limit': String(config.authRequests), 'ratelimit-remaining': '0', 'ratelimit-reset': String(retryAfterSeconds(result.failure?.retryAfterMs ?? 1000)) };
-        refuse(result, { rate: ['auth_ip_requests'], quota: [] }, headers);
-      }
+      const standing = result.allowed ? (result.rates[0] ?? { remaining: 0, resetMs: 0 }) : { remaining: 0, resetMs: result.failure?.retryAfterMs ?? 1000 };
+      const headers = requestRateHeaders(config.authRequests, standing);
+      if (!result.allowed) refuse(result, { rate: ['auth_ip_requests'], quota: [] }, headers);
+      return headers;
     },
 
     /** What is used and left right now, without consuming anything (for /api/me/usage). */

@@ -21,8 +21,17 @@ local out = {1, 0, 0, 0}
 for i = 1, rate_count do
   local limit = tonumber(ARGV[a]); local window = tonumber(ARGV[a + 1]); a = a + 2
   local interval = window / limit
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
+  local tat = now
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    local stored_tat, stored_interval = string.match(stored, '^(%S+) (%S+)$')
+    stored_tat = tonumber(stored_tat); stored_interval = tonumber(stored_interval)
+    if stored_tat and stored_interval then
+      -- A limit changed since: rescale to the new rate (see currentTat in admission.ts).
+      if stored_interval ~= interval and stored_tat > now then stored_tat = now + (stored_tat - now) * interval / stored_interval end
+      if stored_tat > now then tat = stored_tat end
+    end
+  end
   local new_tat = tat + interval
   local allow_at = new_tat - window
   if allow_at > now then return {0, 1, i - 1, math.ceil(allow_at - now)} end
@@ -46,8 +55,9 @@ if has_concurrency == 1 then
   end
 end
 for i = 1, rate_count do
-  local window = tonumber(ARGV[5 + (i - 1) * 2 + 1])
-  redis.call('SET', KEYS[i], tostring(new_tats[i]), 'PX', math.ceil(window))
+  local limit = tonumber(ARGV[5 + (i - 1) * 2]); local window = tonumber(ARGV[5 + (i - 1) * 2 + 1])
+  -- %.17g keeps every bit of the double, so the script and its JS twin agree to the last digit.
+  redis.call('SET', KEYS[i], string.format('%.17g %.17g', new_tats[i], window / limit), 'PX', math.ceil(window))
 end
 a = quota_args
 for i = 1, quota_count do

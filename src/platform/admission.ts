@@ -55,12 +55,31 @@ export function quotaBucket(check: { key: string; windowMs: number }, now: numbe
 }
 
 /** Emission interval of a GCRA limit: one request every windowMs / limit. */
-function emissionInterval(check: RateCheck): number {
+export function emissionInterval(check: RateCheck): number {
   return check.windowMs / check.limit;
 }
 
+/**
+ * The theoretical arrival time to judge a request by. A state stored under another limit (an
+ * administrator changed it) is rescaled to the new rate, so the share already used carries over
+ * and a raised limit lets the user through at once.
+ */
+export function currentTat(stored: { tat: number; interval: number } | null, interval: number, now: number): number {
+  if (stored === null) return now;
+  let tat = stored.tat;
+  if (stored.interval !== interval && tat > now) tat = now + ((tat - now) * interval) / stored.interval;
+  return Math.max(tat, now);
+}
+
+/** Rate state as Redis keeps it: "<tat> <interval>". */
+export function parseRateState(value: string | null | undefined): { tat: number; interval: number } | null {
+  if (value == null) return null;
+  const [tat, interval] = value.split(' ').map(Number);
+  return tat === undefined || interval === undefined || !Number.isFinite(tat) || !Number.isFinite(interval) ? null : { tat, interval };
+}
+
 export interface AdmissionState {
-  rateTat: Map<string, { tat: number; expiresAt: number }>;
+  rateTat: Map<string, { tat: number; interval: number; expiresAt: number }>;
   counters: Map<string, { value: number; expiresAt: number }>;
   leases: Map<string, Map<string, number>>;
 }
@@ -77,7 +96,7 @@ export function admitInMemory(state: AdmissionState, request: AdmissionRequest):
   for (const [index, check] of request.rates.entries()) {
     const interval = emissionInterval(check);
     const stored = state.rateTat.get(check.key);
-    const tat = Math.max(stored !== undefined && stored.expiresAt > now ? stored.tat : 0, now);
+    const tat = currentTat(stored !== undefined && stored.expiresAt > now ? stored : null, interval, now);
     const newTat = tat + interval;
     const allowAt = newTat - check.windowMs;
     if (allowAt > now) {
@@ -108,7 +127,9 @@ export function admitInMemory(state: AdmissionState, request: AdmissionRequest):
     state.leases.set(key, leases);
   }
 
-  for (const [index, check] of request.rates.entries()) state.rateTat.set(check.key, { tat: newTats[index] ?? now, expiresAt: now + check.windowMs });
+  for (const [index, check] of request.rates.entries()) {
+    state.rateTat.set(check.key, { tat: newTats[index] ?? now, interval: emissionInterval(check), expiresAt: now + check.windowMs });
+  }
   for (const quota of quotas) state.counters.set(quota.bucketKey, { value: quota.used, expiresAt: now + quota.resetMs + 60_000 });
   return { allowed: true, failure: null, rates, quotas };
 }
@@ -132,9 +153,7 @@ export function peekInMemory(state: AdmissionState, request: { now: number; rate
   return {
     rates: request.rates.map((check) => {
       const stored = state.rateTat.get(check.key);
-      const tat = Math.max(stored !== undefined && stored.expiresAt > request.now ? stored.tat : 0, request.now);
-      const interval = emissionInterval(check);
-      return { remaining: Math.max(0, Math.min(check.limit, Math.floor((request.now + check.windowMs - tat) / interval))), resetMs: Math.ceil(tat - request.now) };
+      return rateStanding(check, currentTat(stored !== undefined && stored.expiresAt > request.now ? stored : null, emissionInterval(check), request.now), request.now);
     }),
     quotas: request.quotas.map((check) => {
       const { bucketKey, resetMs } = quotaBucket(check, request.now);
@@ -142,6 +161,12 @@ export function peekInMemory(state: AdmissionState, request: { now: number; rate
       return { used: counter !== undefined && counter.expiresAt > request.now ? counter.value : 0, resetMs };
     }),
   };
+}
+
+/** Requests left and time until the window is whole again, for a given theoretical arrival time. */
+export function rateStanding(check: RateCheck, tat: number, now: number): { remaining: number; resetMs: number } {
+  const interval = emissionInterval(check);
+  return { remaining: Math.max(0, Math.min(check.limit, Math.floor((now + check.windowMs - tat) / interval))), resetMs: Math.ceil(tat - now) };
 }
 
 /** Drops expired entries so memory stays bounded by live keys. */

@@ -2,7 +2,7 @@
 // queueing, so callers can fall back or report it; the client keeps reconnecting in the background.
 import { Redis } from 'ioredis';
 import type { KeyValueStore } from './key-value-store.js';
-import { quotaBucket } from './admission.js';
+import { currentTat, emissionInterval, parseRateState, quotaBucket, rateStanding } from './admission.js';
 import { admissionScript, admissionScriptArguments, parseAdmissionReply } from './admission-script.js';
 
 /** KEYS: quota buckets, then the concurrency key; ARGV: quota count, deltas…, lease id or ''. */
@@ -129,11 +129,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
       const quotaKeys = request.quotas.map((quota) => key(quotaBucket(quota, request.now).bucketKey));
       const values = [...rateKeys, ...quotaKeys].length === 0 ? [] : await client.mget(...rateKeys, ...quotaKeys);
       return {
-        rates: request.rates.map((rate, index) => {
-          const tat = Math.max(Number(values[index] ?? 0), request.now);
-          const interval = rate.windowMs / rate.limit;
-          return { remaining: Math.max(0, Math.min(rate.limit, Math.floor((request.now + rate.windowMs - tat) / interval))), resetMs: Math.ceil(tat - request.now) };
-        }),
+        rates: request.rates.map((rate, index) => rateStanding(rate, currentTat(parseRateState(values[index]), emissionInterval(rate), request.now), request.now)),
         quotas: request.quotas.map((quota, index) => ({ used: Number(values[rateKeys.length + index] ?? 0), resetMs: quotaBucket(quota, request.now).resetMs })),
       };
     },
