@@ -63,6 +63,8 @@ export interface Config {
   jwt: {
     /** Null until resolved: in development a generated secret is kept in the data folder. */
     secret: string | null;
+    /** The secret before a rotation: tokens it signed are still accepted until they expire. */
+    previousSecret: string | null;
     algorithm: (typeof jwtAlgorithms)[number];
     accessTtlSeconds: number;
     refreshTtlSeconds: number;
@@ -253,8 +255,13 @@ function readJwt(read: EnvironmentReader, production: boolean): Config['jwt'] {
   }
   const expireHours = read.positiveNumber('JWT_EXPIRE_HOURS');
   const accessFallback = expireHours === undefined ? 900 : Math.round(expireHours * 3600);
+  const previousSecret = read.optionalString('JWT_SECRET_PREVIOUS');
+  if (production && previousSecret !== null && Buffer.byteLength(previousSecret) < minimumJwtSecretBytes) {
+    read.problem('JWT_SECRET_PREVIOUS', `must be at least ${minimumJwtSecretBytes} bytes when NODE_ENV=production`);
+  }
   return {
     secret,
+    previousSecret,
     algorithm: read.oneOf('JWT_ALGORITHM', jwtAlgorithms, 'HS256'),
     accessTtlSeconds: read.durationSeconds('JWT_ACCESS_TTL', accessFallback),
     refreshTtlSeconds: read.durationSeconds('JWT_REFRESH_TTL', 30 * 86_400),

@@ -29,7 +29,26 @@ export function createAccessTokens(options: { jwt: Config['jwt'] }) {
   const { algorithm, accessTtlSeconds } = options.jwt;
   if (options.jwt.secret === null) throw new Error('JWT secret not resolved');
   const key = new TextEncoder().encode(options.jwt.secret);
+  // During a rotation, tokens signed with the previous secret stay valid until they expire.
+  const previousKey = options.jwt.previousSecret === null ? null : new TextEncoder().encode(options.jwt.previousSecret);
   const verified = new Map<string, AccessTokenClaims>();
+  const verifyOptions = {
+    algorithms: [algorithm],
+    issuer: tokenIssuer,
+    audience: tokenAudience,
+    typ: accessTokenType,
+    clockTolerance: clockToleranceSeconds,
+    requiredClaims: ['sub', 'jti', 'exp', 'iat'],
+  };
+
+  async function verifySignature(token: string) {
+    try {
+      return await jwtVerify(token, key, verifyOptions);
+    } catch (error) {
+      if (previousKey !== null && error instanceof joseErrors.JWSSignatureVerificationFailed) return jwtVerify(token, previousKey, verifyOptions);
+      throw error;
+    }
+  }
 
   async function issue(subject: { userId: string; role: 'user' | 'admin'; sessionId: string; tokenVersion: number }) {
     const tokenId = randomUUID();
@@ -57,14 +76,7 @@ export function createAccessTokens(options: { jwt: Config['jwt'] }) {
     if (token.length > maximumTokenLength) throw invalidToken('Token is too long');
     let payload;
     try {
-      ({ payload } = await jwtVerify(token, key, {
-        algorithms: [algorithm],
-        issuer: tokenIssuer,
-        audience: tokenAudience,
-        typ: accessTokenType,
-        clockTolerance: clockToleranceSeconds,
-        requiredClaims: ['sub', 'jti', 'exp', 'iat'],
-      }));
+      ({ payload } = await verifySignature(token));
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) throw new GatewayError('token_expired', 'Access token has expired; refresh it');
       throw invalidToken('Access token is invalid');

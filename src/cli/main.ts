@@ -3,10 +3,19 @@ import { runKeysCommand } from './keys-command.js';
 import { runMigrateCommand } from './migrate-command.js';
 import { runUsersCommand } from './users-command.js';
 
+/** The simulator has its own entry (src/sim/cli.ts); loading it runs it with these arguments. */
+async function runSimulatorCommand(argv: string[]): Promise<number> {
+  process.argv = [process.argv[0] ?? 'node', 'sim', ...argv];
+  await import('../sim/cli.js');
+  // The simulator keeps the process alive until a signal; never resolve so main() does not exit.
+  return new Promise<number>(() => undefined);
+}
+
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   migrate: { summary: 'latest | down | status | new NAME: manage the database schema', run: runMigrateCommand },
   users: { summary: 'create | list | set-role | disable | enable: manage accounts', run: runUsersCommand },
   keys: { summary: 'create | revoke: manage API keys', run: runKeysCommand },
+  sim: { summary: 'run the vLLM simulator (--help for its options)', run: runSimulatorCommand },
 };
 
 function printHelp(): void {

@@ -32,7 +32,7 @@ export async function createTestApp(options: {
   const environment: Record<string, string> = { ...options.environment };
   if (options.sharing !== undefined) {
     const shared = options.sharing.config;
-    environment.JWT_SECRET = shared.jwt.secret ?? '';
+    environment.JWT_SECRET ??= shared.jwt.secret ?? '';
     if (options.backend === 'real') {
       environment.DATABASE_SCHEMA = shared.database.schema;
       environment.REDIS_KEY_PREFIX = shared.redis.keyPrefix;
