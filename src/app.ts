@@ -18,6 +18,8 @@ import { registerApiDocs } from './platform/api-docs.js';
 import { validatorCompiler } from './platform/validation.js';
 import { createHealthService } from './health/service.js';
 import { healthRoutes } from './health/routes.js';
+import { createUpstreams } from './upstream/index.js';
+import { upstreamsAdminRoutes } from './upstream/admin-routes.js';
 import { registerAccounts } from './auth/index.js';
 import { registerRelay } from './chat/index.js';
 import { createLimitsService } from './limits/limits-service.js';
@@ -36,7 +38,7 @@ export type App = FastifyInstance;
 declare module 'fastify' {
   interface FastifyInstance {
     /** Handles for operations and tests: the database, and a way to write queued usage now. */
-    gateway: { database: DatabaseHandle; flushUsage(): Promise<void> };
+    gateway: { database: DatabaseHandle; flushUsage(): Promise<void>; reloadUpstreams(): boolean };
   }
 }
 
@@ -123,11 +125,17 @@ async function assembleApp(parts: {
   await registerHttpSecurity(app, { corsOrigins: config.http.corsOrigins, docsEnabled: config.http.docsEnabled });
   if (config.http.docsEnabled) await registerApiDocs(app);
 
+  const upstreams = createUpstreams({ config, client: upstreamClient, registry: metrics.registry, logger });
+  upstreams.monitor.start();
+  app.addHook('onClose', () => {
+    upstreams.close();
+    return Promise.resolve();
+  });
   const healthService = createHealthService({
     database,
     store,
     upstreamClient,
-    vllmBaseUrls: config.vllm.baseUrls,
+    router: upstreams.router,
     timeoutMs: config.vllm.healthTimeoutMs,
     isShuttingDown: () => shuttingDown,
     onProblem: (problem) => logger.warn(problem, 'dependency unhealthy'),
@@ -144,9 +152,10 @@ async function assembleApp(parts: {
       reply.headers(await limits.admitAuth(request.ip));
     },
   });
-  const relay = await registerRelay(app, { config, db: database.db, store, upstreamClient, metrics, logger, authenticator: accounts.authenticator, limits });
+  const relay = await registerRelay(app, { config, db: database.db, store, upstreams, metrics, logger, authenticator: accounts.authenticator, limits });
+  await app.register(upstreamsAdminRoutes, { prefix: '/api/admin', router: upstreams.router, authenticator: accounts.authenticator });
   await app.register(usageRoutes, { prefix: '/api', limits, authenticator: accounts.authenticator, usageRepository: relay.usageRepository });
-  app.decorate('gateway', { database, flushUsage: () => relay.usage.flush() });
+  app.decorate('gateway', { database, flushUsage: () => relay.usage.flush(), reloadUpstreams: () => upstreams.reload() });
 
   if (options.extend !== undefined) await options.extend(app);
   await app.ready();

@@ -60,6 +60,15 @@ export interface Config {
     usageFlushIntervalMs: number;
   };
   upstreamsFile: string | null;
+  routing: {
+    pollIntervalMs: number;
+    failureThreshold: number;
+    cooldownMs: number;
+    queueSize: number;
+    queueTimeoutMs: number;
+    /** Keep a conversation on the same vLLM server (prefix cache) unless it is busier. */
+    affinity: boolean;
+  };
   jwt: {
     /** Null until resolved: in development a generated secret is kept in the data folder. */
     secret: string | null;
@@ -161,6 +170,14 @@ export function parseConfig(environment: Environment): LoadedConfig {
       usageFlushIntervalMs: read.integer('USAGE_FLUSH_INTERVAL_MS', { fallback: 1000, min: 10, max: 600_000 }),
     },
     upstreamsFile: read.optionalString('UPSTREAMS_FILE'),
+    routing: {
+      pollIntervalMs: read.integer('UPSTREAM_POLL_INTERVAL_MS', { fallback: 5000, min: 100, max: 600_000 }),
+      failureThreshold: read.integer('UPSTREAM_FAILURE_THRESHOLD', { fallback: 3, min: 1, max: 1000 }),
+      cooldownMs: read.integer('UPSTREAM_COOLDOWN_MS', { fallback: 10_000, min: 100, max: 3_600_000 }),
+      queueSize: read.integer('UPSTREAM_QUEUE_SIZE', { fallback: 100, min: 0, max: 100_000 }),
+      queueTimeoutMs: read.integer('UPSTREAM_QUEUE_TIMEOUT_MS', { fallback: 5000, min: 0, max: 600_000 }),
+      affinity: read.boolean('UPSTREAM_AFFINITY', true),
+    },
     jwt: readJwt(read, production),
     bootstrapAdmin: readBootstrapAdmin(read),
     http: {

@@ -29,6 +29,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // SIGHUP re-reads UPSTREAMS_FILE (the file is also watched); other settings need a restart.
+  process.on('SIGHUP', () => server.app.gateway.reloadUpstreams());
 }
 
 main().catch((error: unknown) => {

@@ -37,6 +37,8 @@ export function createChatService(dependencies: {
   catalog: ModelCatalog;
   countTokens: (input: { model: string | null; messages: ChatMessage[] }) => Promise<number | null>;
   maxHistoryMessages: number;
+  /** Keep a conversation on one vLLM server, for its prefix cache. */
+  affinity: boolean;
   logger: Logger;
 }) {
   const { relayService, conversations, registry, catalog } = dependencies;
@@ -120,6 +122,7 @@ export function createChatService(dependencies: {
         leadingEvents: [conversationEvent({ ...ids, trimmed_messages: fitted.droppedMessages })],
         ...(generation === null ? {} : { stop: { signal: generation.signal, reason: generation.reason } }),
         rewriteJson: (completion) => ({ ...completion, conversation_id: ids.conversation_id, message_id: ids.assistant_message_id, trimmed_messages: fitted.droppedMessages }),
+        affinityKey: dependencies.affinity ? ids.conversation_id : null,
         // The answer is stored before the client hears it is complete, so a next turn always sees it.
         beforeFinish: (finished) => save({ ...describeEnding(finished), requestId: request.id, model: finished.model ?? model, result: finished }),
       });

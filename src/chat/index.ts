@@ -4,10 +4,8 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticate.js';
 import type { Config } from '../config.js';
 import type { Database } from '../platform/database.js';
-import type { HttpClient } from '../platform/http-client.js';
 import type { Metrics } from '../platform/metrics.js';
-import { createModelCatalog } from '../upstream/model-catalog.js';
-import { createVllmClient } from '../upstream/vllm-client.js';
+import type { Upstreams } from '../upstream/index.js';
 import { createUsageRecorder } from '../usage/usage-recorder.js';
 import { createUsageRepository } from '../usage/usage-repository.js';
 import { createChatMetrics } from './chat-metrics.js';
@@ -28,7 +26,7 @@ export async function registerRelay(
     config: Config;
     db: Database;
     store: KeyValueStore;
-    upstreamClient: HttpClient;
+    upstreams: Upstreams;
     metrics: Metrics;
     logger: Logger;
     authenticator: Authenticator;
@@ -37,8 +35,7 @@ export async function registerRelay(
 ) {
   const { config, logger, authenticator } = dependencies;
   const chatMetrics = createChatMetrics(dependencies.metrics.registry);
-  const vllm = createVllmClient({ client: dependencies.upstreamClient, apiKey: config.vllm.apiKey });
-  const catalog = createModelCatalog({ vllm, baseUrls: config.vllm.baseUrls, ttlMs: config.vllm.modelsCacheTtlMs, timeoutMs: config.vllm.healthTimeoutMs });
+  const { vllm, catalog, router } = dependencies.upstreams;
   const usageRepository = createUsageRepository(dependencies.db);
   const usage = createUsageRecorder({
     repository: usageRepository,
@@ -48,7 +45,7 @@ export async function registerRelay(
   });
   const relayService = createRelayService({
     vllm,
-    baseUrls: config.vllm.baseUrls,
+    router,
     catalog,
     policy: { cacheSaltSecret: config.vllm.cacheSaltPerUser ? config.jwt.secret : null, priorityByRole: config.vllm.priorityByRole },
     timeouts: config.relay,
@@ -73,7 +70,11 @@ export async function registerRelay(
     conversations,
     registry,
     catalog,
-    countTokens: ({ model, messages }) => vllm.countTokens({ baseUrl: config.vllm.baseUrls[0] ?? '', model, messages, timeoutMs: config.vllm.healthTimeoutMs }),
+    countTokens: ({ model, messages }) => {
+      const upstream = router.peek(router.resolveModel(model));
+      return upstream === null ? Promise.resolve(null) : vllm.countTokens({ baseUrl: upstream.url, apiKey: upstream.apiKey, model: router.resolveModel(model), messages, timeoutMs: config.vllm.healthTimeoutMs });
+    },
+    affinity: config.routing.affinity,
     maxHistoryMessages: config.relay.maxMessages,
     logger,
   });

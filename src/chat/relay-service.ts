@@ -8,7 +8,8 @@ import type { Principal } from '../auth/authenticate.js';
 import { GatewayError } from '../errors.js';
 import type { ModelCatalog } from '../upstream/model-catalog.js';
 import { classifyErrorResponse, classifyTransportError, UpstreamFailure } from '../upstream/upstream-failure.js';
-import type { GenerationPath, VllmClient } from '../upstream/vllm-client.js';
+import type { GenerationPath, UpstreamResponse, VllmClient } from '../upstream/vllm-client.js';
+import type { UpstreamLease, UpstreamRouter } from '../upstream/upstream-router.js';
 import type { UsageRecorder } from '../usage/usage-recorder.js';
 import type { AbortReason, ChatMetrics, RequestOutcome } from './chat-metrics.js';
 import { prepareUpstreamRequest, type PolicyOptions } from './request-policy.js';
@@ -60,26 +61,23 @@ export interface RelayInput {
   rewriteJson?: (completion: Record<string, unknown>) => Record<string, unknown>;
   /** Runs once a generation is over but before the client is told (JSON sent, `[DONE]` written). */
   beforeFinish?: (result: RelayResult) => Promise<void>;
+  /** Keeps requests with the same key (a conversation) on the same server, for vLLM's prefix cache. */
+  affinityKey?: string | null;
 }
+
+/** vLLM's own failures that another replica may not share: retried once, before any byte was sent. */
+const retryableStatuses = new Set([502, 503, 504]);
 
 export function createRelayService(dependencies: {
   vllm: VllmClient;
-  baseUrls: string[];
+  router: UpstreamRouter;
   catalog: ModelCatalog;
   policy: PolicyOptions;
   timeouts: RelayTimeouts;
   metrics: ChatMetrics;
   usage: UsageRecorder;
 }) {
-  const { vllm, catalog, metrics, timeouts } = dependencies;
-  let nextUpstream = 0;
-
-  /** Round robin over the configured servers (model-aware routing comes with the upstream feature). */
-  function pickBaseUrl(): string {
-    const baseUrl = dependencies.baseUrls[nextUpstream % dependencies.baseUrls.length] ?? dependencies.baseUrls[0] ?? '';
-    nextUpstream += 1;
-    return baseUrl;
-  }
+  const { vllm, router, catalog, metrics, timeouts } = dependencies;
 
   /** A model label for metrics: one vLLM serves, never a caller's arbitrary string. */
   function modelLabel(model: string | null): string {
@@ -89,7 +87,11 @@ export function createRelayService(dependencies: {
 
   async function relay(input: RelayInput): Promise<RelayResult> {
     const { request, reply, principal, endpoint } = input;
-    const prepared = prepareUpstreamRequest({ body: input.body, principal, policy: dependencies.policy });
+    const requestedModel = typeof input.body.model === 'string' ? input.body.model : null;
+    const model = router.resolveModel(requestedModel);
+    const body = model === requestedModel ? input.body : { ...input.body, model };
+    const prepared = prepareUpstreamRequest({ body, principal, policy: dependencies.policy });
+    let lease: UpstreamLease | null = null;
     const startedAt = Date.now();
     let firstEventAt: number | null = null;
     let lastEventAt: number | null = null;
@@ -110,6 +112,8 @@ export function createRelayService(dependencies: {
 
     const conclude = (ending: { outcome: RequestOutcome; abortReason?: AbortReason | null; error?: GatewayError | null; usage?: TokenUsage | null; finishReason?: string | null }): RelayResult => {
       input.stop?.signal.removeEventListener('abort', onStop);
+      // The server's health learns from its own failures only: a client's error or departure says nothing about it.
+      lease?.release(ending.outcome === 'ok' ? 'success' : ending.outcome === 'upstream_error' || ending.outcome === 'timeout' ? 'failure' : 'neutral');
       const model = observer.model ?? prepared.model;
       const label = modelLabel(model);
       const durationMs = Date.now() - startedAt;
@@ -159,30 +163,68 @@ export function createRelayService(dependencies: {
       return null;
     };
 
+    let lastFailure: GatewayError | null = null;
+
     /** A failure before any byte reached the client: recorded, then thrown for the error handler. */
     const failEarly = (error: unknown): never => {
+      if (error instanceof GatewayError && !(error instanceof UpstreamFailure)) {
+        conclude({ outcome: 'upstream_error', error });
+        throw error;
+      }
       const failure = error instanceof UpstreamFailure ? error : classifyTransportError(signal.aborted ? signal.reason : error);
       metrics.upstreamErrors.inc({ kind: failure.kind });
       conclude({ outcome: failure.code === 'upstream_timeout' ? 'timeout' : 'upstream_error', error: failure });
       throw failure;
     };
 
-    let upstream;
-    try {
-      upstream = await vllm.generate({
-        baseUrl: pickBaseUrl(),
-        path: paths[endpoint],
-        body: prepared.upstreamBody,
-        requestId: request.id,
-        stream: prepared.stream,
-        signal,
-        headersTimeoutMs: prepared.stream ? timeouts.headersTimeoutMs : timeouts.totalTimeoutMs,
-        bodyTimeoutMs: prepared.stream ? timeouts.idleTimeoutMs : timeouts.totalTimeoutMs,
-      });
-    } catch (error) {
-      const ended = endedByUs();
-      if (ended !== null) return stoppedBeforeAnswer(ended);
-      return failEarly(error);
+    // One retry on another replica when a server fails before answering: nothing reached the client yet.
+    let upstream: UpstreamResponse | null = null;
+    const tried = new Set<string>();
+    for (let attempt = 0; upstream === null; attempt += 1) {
+      let current: UpstreamLease;
+      try {
+        current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried });
+        lease = current;
+      } catch (error) {
+        if (attempt > 0 && lastFailure !== null) return failEarly(lastFailure);
+        conclude({ outcome: 'upstream_error', error: error as GatewayError });
+        throw error;
+      }
+      tried.add(current.upstream.name);
+      try {
+        const response = await vllm.generate({
+          baseUrl: current.upstream.url,
+          apiKey: current.upstream.apiKey,
+          path: paths[endpoint],
+          body: prepared.upstreamBody,
+          requestId: request.id,
+          stream: prepared.stream,
+          signal,
+          headersTimeoutMs: prepared.stream ? timeouts.headersTimeoutMs : timeouts.totalTimeoutMs,
+          bodyTimeoutMs: prepared.stream ? timeouts.idleTimeoutMs : timeouts.totalTimeoutMs,
+        });
+        if (attempt === 0 && retryableStatuses.has(response.statusCode)) {
+          await response.body.dump().catch(() => undefined);
+          metrics.upstreamErrors.inc({ kind: 'http_5xx' });
+          lastFailure = classifyErrorResponse(response.statusCode, '').error;
+          current.release('failure');
+          lease = null;
+          continue;
+        }
+        upstream = response;
+      } catch (error) {
+        const ended = endedByUs();
+        if (ended !== null) return stoppedBeforeAnswer(ended);
+        const failure = error instanceof UpstreamFailure ? error : classifyTransportError(signal.aborted ? signal.reason : error);
+        if (attempt === 0 && (failure.kind === 'connect' || failure.kind === 'reset')) {
+          metrics.upstreamErrors.inc({ kind: failure.kind });
+          lastFailure = failure;
+          current.release('failure');
+          lease = null;
+          continue;
+        }
+        return failEarly(failure);
+      }
     }
 
     if (upstream.statusCode !== 200) {

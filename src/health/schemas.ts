@@ -15,7 +15,14 @@ export const healthReportSchema = Type.Object(
     services: Type.Object({
       postgres: Type.Object(serviceHealth),
       redis: Type.Object(serviceHealth),
-      vllm: Type.Object({ ...serviceHealth, healthy_upstreams: Type.Integer(), total_upstreams: Type.Integer() }),
+      vllm: Type.Object({
+        ...serviceHealth,
+        healthy_upstreams: Type.Integer(),
+        total_upstreams: Type.Integer(),
+        upstreams: Type.Array(
+          Type.Object({ name: Type.String(), status: Type.Union([Type.Literal('up'), Type.Literal('down')]), breaker: Type.String(), in_flight: Type.Integer(), latency_ms: Type.Number() }),
+        ),
+      }),
     }),
   },
   { $id: 'HealthReport' },

@@ -5,6 +5,7 @@ import type { KeyValueStore } from '../platform/key-value-store.js';
 import type { HttpClient } from '../platform/http-client.js';
 import { gatewayVersion } from '../platform/version.js';
 import { checkUpstreamHealth } from '../upstream/upstream-health.js';
+import type { UpstreamRouter } from '../upstream/upstream-router.js';
 
 export type ServiceStatus = 'up' | 'down';
 
@@ -21,7 +22,11 @@ export interface HealthReport {
   services: {
     postgres: ServiceHealth;
     redis: ServiceHealth;
-    vllm: ServiceHealth & { healthy_upstreams: number; total_upstreams: number };
+    vllm: ServiceHealth & {
+      healthy_upstreams: number;
+      total_upstreams: number;
+      upstreams: Array<{ name: string; status: ServiceStatus; breaker: string; in_flight: number; latency_ms: number }>;
+    };
   };
 }
 
@@ -29,7 +34,7 @@ export interface HealthServiceOptions {
   database: DatabaseHandle;
   store: KeyValueStore;
   upstreamClient: HttpClient;
-  vllmBaseUrls: string[];
+  router: UpstreamRouter;
   timeoutMs: number;
   /** True once shutdown began: the instance stops being ready so load balancers drain it. */
   isShuttingDown: () => boolean;
@@ -61,10 +66,15 @@ export function createHealthService(options: HealthServiceOptions) {
 
   async function checkVllm(): Promise<HealthReport['services']['vllm']> {
     const results = await Promise.all(
-      options.vllmBaseUrls.map((baseUrl) => checkUpstreamHealth({ client: options.upstreamClient, baseUrl, timeoutMs: options.timeoutMs })),
+      options.router.upstreams().map(async (upstream) => ({
+        ...(await checkUpstreamHealth({ client: options.upstreamClient, baseUrl: upstream.definition.url, timeoutMs: options.timeoutMs })),
+        name: upstream.name,
+        breaker: upstream.breaker,
+        inFlight: upstream.inFlight,
+      })),
     );
     for (const result of results) {
-      if (!result.healthy) options.onProblem({ service: 'vllm', error: `${result.url}: ${result.error ?? 'unhealthy'}` });
+      if (!result.healthy) options.onProblem({ service: 'vllm', error: `${result.name}: ${result.error ?? 'unhealthy'}` });
     }
     const healthy = results.filter((result) => result.healthy);
     return {
@@ -73,6 +83,7 @@ export function createHealthService(options: HealthServiceOptions) {
       kind: 'vllm',
       healthy_upstreams: healthy.length,
       total_upstreams: results.length,
+      upstreams: results.map((result) => ({ name: result.name, status: result.healthy ? 'up' : 'down', breaker: result.breaker, in_flight: result.inFlight, latency_ms: result.latencyMs })),
     };
   }
 

@@ -3,6 +3,8 @@
 import { GatewayError } from '../errors.js';
 import type { VllmClient } from './vllm-client.js';
 import { classifyErrorResponse } from './upstream-failure.js';
+import type { UpstreamRouter } from './upstream-router.js';
+import type { UpstreamState } from './upstream-state.js';
 
 export interface ModelCard {
   id: string;
@@ -17,12 +19,13 @@ export interface ModelList {
   data: ModelCard[];
 }
 
-export function createModelCatalog(options: { vllm: VllmClient; baseUrls: string[]; ttlMs: number; timeoutMs: number }) {
+export function createModelCatalog(options: { vllm: VllmClient; router: UpstreamRouter; ttlMs: number; timeoutMs: number }) {
   let cached: { list: ModelList; fetchedAt: number } | null = null;
   let inFlight: Promise<ModelList> | null = null;
 
   async function fetchAll(): Promise<ModelList> {
-    const results = await Promise.allSettled(options.baseUrls.map((baseUrl) => fetchOne(baseUrl)));
+    const upstreams = options.router.upstreams();
+    const results = await Promise.allSettled(upstreams.map((upstream) => fetchOne(upstream)));
     const seen = new Set<string>();
     const data: ModelCard[] = [];
     for (const result of results) {
@@ -36,15 +39,26 @@ export function createModelCatalog(options: { vllm: VllmClient; baseUrls: string
     }
     const firstFailure = results.find((result) => result.status === 'rejected');
     if (data.length === 0 && firstFailure !== undefined) throw firstFailure.reason;
+    // Aliases are listed as models of their own, pointing at the model they stand for.
+    for (const [alias, target] of Object.entries(options.router.aliases())) {
+      const card = data.find((candidate) => candidate.id === target);
+      if (card !== undefined && !seen.has(alias)) {
+        seen.add(alias);
+        data.push({ ...card, id: alias, root: target });
+      }
+    }
     return { object: 'list', data };
   }
 
-  async function fetchOne(baseUrl: string): Promise<ModelCard[]> {
-    const response = await options.vllm.get(`${baseUrl}/v1/models`, options.timeoutMs);
+  /** One server's models; they also tell the router which requests it can take. */
+  async function fetchOne(upstream: UpstreamState): Promise<ModelCard[]> {
+    const response = await options.vllm.get({ url: `${upstream.definition.url}/v1/models`, apiKey: upstream.definition.apiKey, timeoutMs: options.timeoutMs });
     if (response.statusCode !== 200) throw classifyErrorResponse(response.statusCode, response.text).error;
     const parsed = JSON.parse(response.text) as { data?: unknown };
     if (!Array.isArray(parsed.data)) throw new GatewayError('upstream_error', 'vLLM sent a model list without data');
-    return parsed.data.filter((card): card is ModelCard => typeof card === 'object' && card !== null && typeof (card as { id?: unknown }).id === 'string');
+    const cards = parsed.data.filter((card): card is ModelCard => typeof card === 'object' && card !== null && typeof (card as { id?: unknown }).id === 'string');
+    upstream.discoveredModels = cards.map((card) => card.id);
+    return cards;
   }
 
   return {
@@ -69,6 +83,11 @@ export function createModelCatalog(options: { vllm: VllmClient; baseUrls: string
     /** Whether a model is known, from the cache only: never a request on the hot path. */
     knows(modelId: string): boolean {
       return cached?.list.data.some((card) => card.id === modelId) ?? false;
+    },
+
+    /** Forgets the cached list (the set of servers changed). */
+    invalidate(): void {
+      cached = null;
     },
 
     /** A model's card from the cache (max_model_len is what a context check needs). */

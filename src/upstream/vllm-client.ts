@@ -14,6 +14,7 @@ export interface UpstreamResponse {
 
 export interface GenerationCall {
   baseUrl: string;
+  apiKey: string | null;
   path: GenerationPath;
   body: string;
   requestId: string;
@@ -24,9 +25,13 @@ export interface GenerationCall {
   bodyTimeoutMs: number;
 }
 
-export function createVllmClient(options: { client: HttpClient; apiKey: string | null }) {
-  const baseHeaders: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
-  if (options.apiKey !== null) baseHeaders.authorization = `Bearer ${options.apiKey}`;
+export function createVllmClient(options: { client: HttpClient }) {
+  /** Each server may have its own key (UPSTREAMS_FILE); the caller's credentials are never sent. */
+  const headersFor = (apiKey: string | null): Record<string, string> => ({
+    'content-type': 'application/json',
+    accept: 'application/json, text/event-stream',
+    ...(apiKey === null ? {} : { authorization: `Bearer ${apiKey}` }),
+  });
 
   return {
     /** Resolves with vLLM's response (any status); rejects with an UpstreamFailure when no response came. */
@@ -36,7 +41,7 @@ export function createVllmClient(options: { client: HttpClient; apiKey: string |
           method: 'POST',
           dispatcher: options.client,
           body: call.body,
-          headers: { ...baseHeaders, 'x-request-id': call.requestId },
+          headers: { ...headersFor(call.apiKey), 'x-request-id': call.requestId },
           signal: call.signal,
           headersTimeout: call.headersTimeoutMs,
           bodyTimeout: call.bodyTimeoutMs,
@@ -50,12 +55,12 @@ export function createVllmClient(options: { client: HttpClient; apiKey: string |
     },
 
     /** vLLM's own token count for a prompt (POST /tokenize), or null when the server cannot say. */
-    async countTokens(input: { baseUrl: string; model: string | null; messages: unknown[]; timeoutMs: number }): Promise<number | null> {
+    async countTokens(input: { baseUrl: string; apiKey: string | null; model: string | null; messages: unknown[]; timeoutMs: number }): Promise<number | null> {
       try {
         const response = await httpRequest(`${input.baseUrl}/tokenize`, {
           method: 'POST',
           dispatcher: options.client,
-          headers: baseHeaders,
+          headers: headersFor(input.apiKey),
           body: JSON.stringify({ ...(input.model === null ? {} : { model: input.model }), messages: input.messages }),
           signal: AbortSignal.timeout(input.timeoutMs),
         });
@@ -68,9 +73,9 @@ export function createVllmClient(options: { client: HttpClient; apiKey: string |
       }
     },
 
-    async get(url: string, timeoutMs: number): Promise<{ statusCode: number; text: string }> {
+    async get(input: { url: string; apiKey: string | null; timeoutMs: number }): Promise<{ statusCode: number; text: string }> {
       try {
-        const response = await httpRequest(url, { method: 'GET', dispatcher: options.client, headers: baseHeaders, signal: AbortSignal.timeout(timeoutMs) });
+        const response = await httpRequest(input.url, { method: 'GET', dispatcher: options.client, headers: headersFor(input.apiKey), signal: AbortSignal.timeout(input.timeoutMs) });
         return { statusCode: response.statusCode, text: await response.body.text() };
       } catch (error) {
         throw classifyTransportError(error);
