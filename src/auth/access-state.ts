@@ -117,8 +117,9 @@ export function createAccessState(options: {
   }
 
   async function checkApiKey(key: string): Promise<AccessGranted & { apiKeyId: string }> {
-    const invalid = new GatewayError('invalid_api_key', 'API key is invalid or revoked');
-    if (!isWellFormedApiKey(key)) throw invalid;
+    // Built only when needed: an Error captures a stack trace, which is not free on every request.
+    const invalid = () => new GatewayError('invalid_api_key', 'API key is invalid or revoked');
+    if (!isWellFormedApiKey(key)) throw invalid();
     const keyHash = sha256Hex(key);
     let storeWorks = true;
     let keyState: ApiKeyState | null = null;
@@ -131,11 +132,11 @@ export function createAccessState(options: {
     }
     if (keyState === null) {
       const record = await apiKeys.findByHash(keyHash);
-      if (record === undefined) throw invalid;
+      if (record === undefined) throw invalid();
       keyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
       if (storeWorks) remember([[keys.apiKey(keyHash), JSON.stringify(keyState), stateTtlMs]]);
     }
-    if (keyState.revoked || (keyState.expiresAt !== null && keyState.expiresAt <= Date.now())) throw invalid;
+    if (keyState.revoked || (keyState.expiresAt !== null && keyState.expiresAt <= Date.now())) throw invalid();
 
     let user: UserState | null = null;
     if (storeWorks) {
@@ -149,11 +150,11 @@ export function createAccessState(options: {
     }
     if (user === null) {
       const state = await loadAccessState(keyState.userId, null);
-      if (state === null) throw invalid;
+      if (state === null) throw invalid();
       user = state.user;
       if (storeWorks) remember([[keys.user(keyState.userId), JSON.stringify(user), stateTtlMs]]);
     }
-    if (user.status !== 'active') throw invalid;
+    if (user.status !== 'active') throw invalid();
     return { userId: keyState.userId, role: user.role, limits: user.limits, apiKeyId: keyState.id };
   }
 

@@ -37,6 +37,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
     retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
   };
   const client = new Redis(options.url, connectionOptions);
+  // Scripts are sent once and then run by their SHA (EVALSHA): a request carries its arguments only.
+  client.defineCommand('gatewayAdmit', { lua: admissionScript });
+  client.defineCommand('gatewaySettle', { lua: settleScript });
+  const scripts = client as unknown as {
+    gatewayAdmit(...keysAndArguments: Array<string | number>): Promise<unknown>;
+    gatewaySettle(...keysAndArguments: Array<string | number>): Promise<unknown>;
+  };
   // Connection errors are reported by the commands that fail and by /health; without a listener
   // ioredis would print each reconnect attempt.
   client.on('error', () => undefined);
@@ -111,7 +118,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
     },
     async admit(request) {
       const { keys, args } = admissionScriptArguments(request, options.keyPrefix);
-      const reply: unknown = await client.eval(admissionScript, keys.length, ...keys, ...args);
+      const reply: unknown = await scripts.gatewayAdmit(keys.length, ...keys, ...args);
       return parseAdmissionReply(request, reply);
     },
     async settle(settlement) {
@@ -119,7 +126,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
       if (settlement.release !== null) keys.push(key(settlement.release.key));
       const args = [settlement.quotas.length, ...settlement.quotas.map((quota) => quota.delta), settlement.release?.leaseId ?? ''];
       if (keys.length === 0) return;
-      await client.eval(settleScript, keys.length, ...keys, ...args);
+      await scripts.gatewaySettle(keys.length, ...keys, ...args);
     },
     async renewLease(lease) {
       await client.multi().zadd(key(lease.key), 'XX', Date.now() + lease.ttlMs, lease.leaseId).pexpire(key(lease.key), lease.ttlMs).exec();

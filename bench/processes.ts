@@ -1,0 +1,102 @@
+// Starts the processes a benchmark measures, each in its own Node process as in production: the
+// vLLM simulator, the gateway (built, `node dist/src/main.js`), and a minimal undici pass-through
+// proxy as the floor to beat. The load generator is the benchmark process itself.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+
+export interface Started {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+const root = new URL('..', import.meta.url).pathname;
+
+function startProcess(input: { args: string[]; env: Record<string, string>; ready: RegExp; name: string }): Promise<Started> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(process.execPath, input.args, { cwd: root, env: { PATH: process.env.PATH ?? '', ...input.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${input.name} did not start:\n${output}`));
+    }, 30_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = input.ready.exec(output);
+      if (match?.[1] !== undefined) {
+        clearTimeout(timer);
+        child.stdout?.off('data', onData);
+        child.stdout?.resume();
+        child.stderr?.resume();
+        resolve({
+          url: match[1],
+          pid: child.pid ?? 0,
+          stop: () =>
+            new Promise((done) => {
+              if (child.exitCode !== null) return done();
+              child.once('exit', () => done());
+              child.kill('SIGTERM');
+              setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+            }),
+        });
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.once('exit', (code) => reject(new Error(`${input.name} exited with ${code}:\n${output}`)));
+  });
+}
+
+export function startSimulator(options: { port: number; ttftMs: number; itlMs: number }): Promise<Started> {
+  return startProcess({
+    name: 'simulator',
+    args: ['--import', 'tsx', 'src/sim/cli.ts', '--port', String(options.port), '--ttft-ms', String(options.ttftMs), '--itl-ms', String(options.itlMs), '--max-running', '100000'],
+    env: {},
+    ready: /listening on (http:\/\/[^\s]+)/,
+  });
+}
+
+export function startGateway(options: { port: number; vllmUrl: string; databaseUrl: string | null; redisUrl: string | null }): Promise<Started> {
+  const env: Record<string, string> = {
+    NODE_ENV: 'production',
+    HOST: '127.0.0.1',
+    PORT: String(options.port),
+    JWT_SECRET: randomBytes(32).toString('hex'),
+    VLLM_BASE_URL: options.vllmUrl,
+    AUTO_MIGRATE: 'true',
+    // The full pipeline: one access-log line per request, as in production.
+    LOG_LEVEL: 'info',
+    DATABASE_URL: options.databaseUrl ?? 'memory://',
+    // Limits stay on (they are part of the pipeline measured) but high enough not to refuse the load.
+    RATE_LIMIT_REQUESTS: '100000000',
+    RATE_LIMIT_IP_REQUESTS: '100000000',
+    RATE_LIMIT_AUTH_REQUESTS: '100000000',
+    MAX_CONCURRENT_STREAMS: '10000',
+    MAX_TOKENS_CAP: '100000',
+    ADMIN_EMAIL: 'bench@example.com',
+    ADMIN_PASSWORD: 'a-long-benchmark-password',
+  };
+  if (options.redisUrl !== null) {
+    env.REDIS_URL = options.redisUrl;
+    env.REDIS_KEY_PREFIX = `bench-${randomBytes(4).toString('hex')}:`;
+  }
+  if (options.databaseUrl !== null) env.DATABASE_SCHEMA = `bench_${randomBytes(4).toString('hex')}`;
+  return startProcess({ name: 'gateway', args: ['dist/src/main.js'], env, ready: /"url":"(http:\/\/[^"]+)"[^\n]*gateway listening/ });
+}
+
+export function startMinimalProxy(options: { port: number; upstreamUrl: string }): Promise<Started> {
+  return startProcess({
+    name: 'minimal proxy',
+    args: ['--import', 'tsx', 'bench/minimal-proxy.ts'],
+    env: { PORT: String(options.port), UPSTREAM_URL: options.upstreamUrl },
+    ready: /listening on (http:\/\/[^\s]+)/,
+  });
+}
+
+/** Resident memory of a process, in bytes (Linux /proc). */
+export function residentBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kilobytes = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kilobytes * 1024;
+}

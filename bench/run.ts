@@ -1,0 +1,97 @@
+// `npm run bench [-- SCENARIO…] [-- --quick]`: starts the simulator, the built gateway and a
+// minimal proxy, runs the scenarios, and writes bench/results/latest.json and latest.md.
+// Scenarios: non-streaming, streaming, memory, chat, auth. PostgreSQL and Redis are used when
+// BENCH_DATABASE_URL / BENCH_REDIS_URL are set (else the embedded defaults).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { target, type Target } from './load.js';
+import { startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
+import { authHeavy, concurrencyAndMemory, nonStreamingOverhead, streamingOverhead, type Row } from './scenarios.js';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const known = ['non-streaming', 'streaming', 'memory', 'chat', 'auth'];
+const chosen = argv.filter((argument) => !argument.startsWith('--'));
+for (const name of chosen) if (!known.includes(name)) throw new Error(`Unknown scenario ${name}; choose from ${known.join(', ')}`);
+const wanted = (name: string) => chosen.length === 0 || chosen.includes(name);
+
+async function json<T>(url: string, init: { method?: string; body?: unknown; token?: string }): Promise<T> {
+  const response = await fetch(url, {
+    method: init.method ?? 'GET',
+    headers: { 'content-type': 'application/json', ...(init.token === undefined ? {} : { authorization: `Bearer ${init.token}` }) },
+    ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+  });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
+  return (await response.json()) as T;
+}
+
+async function main(): Promise<void> {
+  const started: Started[] = [];
+  const rows: Row[] = [];
+  try {
+    const fastSimulator = await startSimulator({ port: 0, ttftMs: 0, itlMs: 0 });
+    started.push(fastSimulator);
+    const pacedSimulator = await startSimulator({ port: 0, ttftMs: 20, itlMs: 20 });
+    started.push(pacedSimulator);
+    const databaseUrl = process.env.BENCH_DATABASE_URL ?? null;
+    const redisUrl = process.env.BENCH_REDIS_URL ?? null;
+    const fastGateway = await startGateway({ port: 0, vllmUrl: fastSimulator.url, databaseUrl, redisUrl });
+    started.push(fastGateway);
+    const pacedGateway = await startGateway({ port: 0, vllmUrl: pacedSimulator.url, databaseUrl, redisUrl });
+    started.push(pacedGateway);
+    const proxy = await startMinimalProxy({ port: 0, upstreamUrl: fastSimulator.url });
+    started.push(proxy);
+
+    const credentials = async (gatewayUrl: string) => {
+      const login = await json<{ access_token: string }>(`${gatewayUrl}/api/auth/login`, { method: 'POST', body: { email: 'bench@example.com', password: 'a-long-benchmark-password' } });
+      const key = await json<{ key: string }>(`${gatewayUrl}/api/keys`, { method: 'POST', body: { name: 'bench' }, token: login.access_token });
+      return { accessToken: login.access_token, apiKey: key.key };
+    };
+    const fastCredentials = await credentials(fastGateway.url);
+    const pacedCredentials = await credentials(pacedGateway.url);
+    const targets = {
+      fastDirect: target('simulator', fastSimulator.url),
+      fastGateway: target('gateway', fastGateway.url, { authorization: `Bearer ${fastCredentials.apiKey}` }),
+      proxy: target('minimal proxy', proxy.url),
+      pacedDirect: target('simulator (paced)', pacedSimulator.url),
+      pacedGateway: target('gateway (paced)', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.apiKey}` }),
+      pacedChat: target('gateway /api/chat', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.accessToken}` }),
+    } satisfies Record<string, Target>;
+
+    if (wanted('non-streaming')) rows.push(...(await nonStreamingOverhead({ direct: targets.fastDirect, gateway: targets.fastGateway, proxy: targets.proxy, quick })));
+    if (wanted('streaming')) {
+      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedGateway, concurrencies: quick ? [1, 20] : [1, 100, 1000], tokens: quick ? 10 : 30 })));
+    }
+    if (wanted('memory')) rows.push(...(await concurrencyAndMemory({ gateway: targets.pacedGateway, gatewayPid: pacedGateway.pid, streams: quick ? 200 : 2000 })));
+    if (wanted('chat')) {
+      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedChat, path: '/api/chat', label: '/api/chat with persistence', concurrencies: quick ? [1, 10] : [1, 100], tokens: quick ? 10 : 30 })));
+    }
+    if (wanted('auth')) {
+      const tokens: string[] = [];
+      for (let index = 0; index < (quick ? 20 : 200); index += 1) tokens.push((await credentials(fastGateway.url)).accessToken);
+      rows.push(...(await authHeavy({ gateway: target('gateway', fastGateway.url), accessTokens: tokens })));
+    }
+  } finally {
+    await Promise.all(started.map((process) => process.stop()));
+  }
+
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+  const result = { date: new Date().toISOString(), machine, quick, rows };
+  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+  const name = quick ? 'quick' : 'latest';
+  writeFileSync(new URL(`./results/${name}.json`, import.meta.url), `${JSON.stringify(result, null, 2)}\n`);
+  const table = [
+    `Run ${result.date} on ${machine}${quick ? ' (--quick: small samples)' : ''}; simulator, gateway, proxy and load generator share the machine.`,
+    '',
+    '| scenario | metric | direct | gateway | result | budget |',
+    '|---|---|---|---|---|---|',
+    ...rows.map((row) => `| ${row.scenario} | ${row.metric} | ${row.direct ?? '—'} | ${row.gateway ?? '—'} | **${row.result}** ${row.unit} | ${row.budget} |`),
+  ].join('\n');
+  writeFileSync(new URL(`./results/${name}.md`, import.meta.url), `${table}\n`);
+  console.log(table);
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.stack : error);
+  process.exit(1);
+});

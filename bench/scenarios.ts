@@ -1,0 +1,131 @@
+// The benchmark scenarios. Each measures the gateway against the simulator reached directly, in
+// the same run and interleaved, so the figures are differences and ratios that hold on a noisy machine.
+import { closedLoop, openLoop, percentile, timedRequest, timedStream, type Target } from './load.js';
+import { residentBytes } from './processes.js';
+
+export interface Row {
+  scenario: string;
+  metric: string;
+  direct: number | null;
+  gateway: number | null;
+  /** The figure the budget is about: an added latency, a ratio, a count. */
+  result: number;
+  unit: string;
+  budget: string;
+}
+
+const chat = (extra: Record<string, unknown> = {}) => ({ model: 'sim-llama-3-8b', messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: 16, seed: 7, ...extra });
+const round = (value: number, digits = 3) => Math.round(value * 10 ** digits) / 10 ** digits;
+
+export async function nonStreamingOverhead(input: { direct: Target; gateway: Target; proxy: Target; quick: boolean }): Promise<Row[]> {
+  const { direct, gateway, proxy, quick } = input;
+  const samples = quick ? 200 : 3000;
+  for (let index = 0; index < 100; index += 1) {
+    await timedRequest(direct, '/v1/chat/completions', chat());
+    await timedRequest(gateway, '/v1/chat/completions', chat());
+  }
+  const directTimes: number[] = [];
+  const gatewayTimes: number[] = [];
+  for (let index = 0; index < samples; index += 1) {
+    directTimes.push(await timedRequest(direct, '/v1/chat/completions', chat()));
+    gatewayTimes.push(await timedRequest(gateway, '/v1/chat/completions', chat()));
+  }
+  const rows: Row[] = [];
+  for (const p of [50, 99]) {
+    const directValue = percentile(directTimes, p);
+    const gatewayValue = percentile(gatewayTimes, p);
+    rows.push({ scenario: 'non-streaming, 1 client', metric: `latency p${p}`, direct: round(directValue), gateway: round(gatewayValue), result: round(gatewayValue - directValue), unit: 'ms added', budget: p === 50 ? '≤ 0.5' : '≤ 2' });
+  }
+
+  const rate = quick ? 100 : 300;
+  const durationMs = quick ? 2000 : 10_000;
+  const openDirect = await openLoop({ ratePerSecond: rate, durationMs, work: () => timedRequest(direct, '/v1/chat/completions', chat()) });
+  const openGateway = await openLoop({ ratePerSecond: rate, durationMs, work: () => timedRequest(gateway, '/v1/chat/completions', chat()) });
+  for (const p of [50, 99]) {
+    const directValue = percentile(openDirect, p);
+    const gatewayValue = percentile(openGateway, p);
+    rows.push({ scenario: `non-streaming, open loop ${rate}/s`, metric: `latency p${p}`, direct: round(directValue), gateway: round(gatewayValue), result: round(gatewayValue - directValue), unit: 'ms added', budget: '—' });
+  }
+
+  // Throughput, rounds interleaved so drift on the machine hits all three alike.
+  const concurrency = quick ? 16 : 64;
+  const roundMs = quick ? 1500 : 5000;
+  const totals = { direct: 0, proxy: 0, gateway: 0 };
+  const rounds = quick ? 1 : 3;
+  for (let roundIndex = 0; roundIndex < rounds; roundIndex += 1) {
+    totals.direct += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(direct, '/v1/chat/completions', chat()) });
+    totals.proxy += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(proxy, '/v1/chat/completions', chat()) });
+    totals.gateway += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(gateway, '/v1/chat/completions', chat()) });
+  }
+  const throughput = { direct: totals.direct / rounds, proxy: totals.proxy / rounds, gateway: totals.gateway / rounds };
+  rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'requests/s (direct | gateway)', direct: round(throughput.direct, 0), gateway: round(throughput.gateway, 0), result: round(throughput.gateway / throughput.direct), unit: '× direct', budget: '—' });
+  rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'gateway ÷ minimal undici proxy', direct: round(throughput.proxy, 0), gateway: round(throughput.gateway, 0), result: round(throughput.gateway / throughput.proxy), unit: '×', budget: '≥ 0.8' });
+  return rows;
+}
+
+export async function streamingOverhead(input: { direct: Target; gateway: Target; path?: string; label?: string; concurrencies: number[]; tokens: number }): Promise<Row[]> {
+  const rows: Row[] = [];
+  const path = input.path ?? '/v1/chat/completions';
+  for (const concurrency of input.concurrencies) {
+    const body = chat({ stream: true, max_tokens: input.tokens, ignore_eos: true });
+    const run = (targetOfRun: Target, runPath: string) => Promise.all(Array.from({ length: concurrency }, () => timedStream(targetOfRun, runPath, body)));
+    const directRuns = await run(input.direct, '/v1/chat/completions');
+    const gatewayRuns = await run(input.gateway, path);
+    const expected = directRuns[0]?.events.length ?? 0;
+    const lost = gatewayRuns.filter((stream) => stream.events.filter((event) => event.includes('chat.completion.chunk')).length !== directRuns[0]?.events.filter((event) => event.includes('chat.completion.chunk')).length).length;
+    const scenario = `${input.label ?? 'streaming'}, ${concurrency} streams`;
+    const ttft = (runs: typeof directRuns, p: number) => percentile(runs.map((stream) => stream.timeToFirstEventMs), p);
+    const gaps = (runs: typeof directRuns, p: number) => percentile(runs.flatMap((stream) => stream.gapsMs), p);
+    for (const p of [50, 99]) {
+      rows.push({ scenario, metric: `time to first token p${p}`, direct: round(ttft(directRuns, p)), gateway: round(ttft(gatewayRuns, p)), result: round(ttft(gatewayRuns, p) - ttft(directRuns, p)), unit: 'ms added', budget: p === 50 ? '≤ 1' : '—' });
+    }
+    for (const p of [50, 99]) {
+      rows.push({ scenario, metric: `inter-chunk gap p${p}`, direct: round(gaps(directRuns, p)), gateway: round(gaps(gatewayRuns, p)), result: round(gaps(gatewayRuns, p) - gaps(directRuns, p)), unit: 'ms added', budget: p === 99 ? (concurrency >= 1000 ? '≤ 10' : '≤ 1') : '—' });
+    }
+    rows.push({ scenario, metric: `streams with a lost or extra chunk (of ${concurrency}, ${expected} events each)`, direct: 0, gateway: lost, result: lost, unit: 'streams', budget: '0' });
+  }
+  return rows;
+}
+
+export async function concurrencyAndMemory(input: { gateway: Target; gatewayPid: number; streams: number }): Promise<Row[]> {
+  const before = residentBytes(input.gatewayPid);
+  // Long, slow streams (the simulator paces tokens) held open together.
+  const body = chat({ stream: true, max_tokens: 60, ignore_eos: true });
+  let maxResident = before;
+  const sampler = setInterval(() => {
+    maxResident = Math.max(maxResident, residentBytes(input.gatewayPid));
+  }, 100);
+  const results = await Promise.allSettled(Array.from({ length: input.streams }, () => timedStream(input.gateway, '/v1/chat/completions', body)));
+  clearInterval(sampler);
+  const completed = results.filter((result) => result.status === 'fulfilled' && result.value.events.at(-1) === 'data: [DONE]').length;
+  const perThousand = ((maxResident - before) / input.streams) * 1000;
+  return [
+    { scenario: `${input.streams} concurrent streams`, metric: 'completed without stall or error', direct: null, gateway: completed, result: completed, unit: 'streams', budget: '≥ 2000 held' },
+    { scenario: `${input.streams} concurrent streams`, metric: 'resident memory added per 1,000 streams', direct: null, gateway: round(maxResident / 2 ** 20, 1), result: round(perThousand / 2 ** 20, 1), unit: 'MB', budget: '≤ 64' },
+  ];
+}
+
+export async function authHeavy(input: { gateway: Target; accessTokens: string[] }): Promise<Row[]> {
+  const cold: number[] = [];
+  const warm: number[] = [];
+  for (const token of input.accessTokens) {
+    const headers = { authorization: `Bearer ${token}` };
+    const started = performance.now();
+    const first = await input.gateway.pool.request({ method: 'GET', path: '/api/auth/me', headers });
+    await first.body.dump();
+    cold.push(performance.now() - started);
+    const again = performance.now();
+    const second = await input.gateway.pool.request({ method: 'GET', path: '/api/auth/me', headers });
+    await second.body.dump();
+    warm.push(performance.now() - again);
+  }
+  return [50, 99].map((p) => ({
+    scenario: `access-token requests (${input.accessTokens.length} tokens)`,
+    metric: `GET /api/auth/me p${p} (cold | warm token cache)`,
+    direct: round(percentile(cold, p)),
+    gateway: round(percentile(warm, p)),
+    result: round(percentile(cold, p) - percentile(warm, p)),
+    unit: 'ms saved by the cache',
+    budget: '—',
+  }));
+}
