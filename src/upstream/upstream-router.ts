@@ -34,26 +34,31 @@ export function createUpstreamRouter(settings: RouterSettings, initial: Upstream
   let aliases: Record<string, string> = {};
   const waiters: Waiter[] = [];
 
-  /** Installs a (new) configuration; servers with the same name and URL keep their state. */
+  /**
+   * Installs a (new) configuration. A server with the same name and URL keeps its state object —
+   * in-flight count, breaker, error history — so requests running across a reload still count.
+   */
   function configure(config: UpstreamsConfig): void {
     const previous = new Map(upstreams.map((upstream) => [`${upstream.name} ${upstream.definition.url}`, upstream]));
     upstreams = config.upstreams.map((definition) => {
       const kept = previous.get(`${definition.name} ${definition.url}`);
       if (kept === undefined) return new UpstreamState(definition, settings);
-      const state = new UpstreamState(definition, settings);
-      Object.assign(state, { inFlight: kept.inFlight, waiting: kept.waiting, discoveredModels: kept.discoveredModels, healthy: kept.healthy });
-      return state;
+      kept.definition = definition;
+      return kept;
     });
     aliases = { ...config.aliases };
   }
   configure(initial);
 
-  /** Servers for a model: those that serve it; if none claims it, any (vLLM then answers 404 itself). */
+  /**
+   * Servers for a model: those that serve it (minus the ones already tried). Only when no server
+   * claims the model at all does any server get it — vLLM then answers 404 itself.
+   */
   function candidates(model: string | null, exclude: ReadonlySet<string>): UpstreamState[] {
-    const usable = upstreams.filter((upstream) => !exclude.has(upstream.name));
-    if (model === null) return usable;
-    const serving = usable.filter((upstream) => upstream.serves(model) !== false);
-    return serving.length > 0 ? serving : usable;
+    const untried = (list: UpstreamState[]) => list.filter((upstream) => !exclude.has(upstream.name));
+    if (model === null) return untried(upstreams);
+    const serving = upstreams.filter((upstream) => upstream.serves(model) !== false);
+    return untried(serving.length > 0 ? serving : upstreams);
   }
 
   function load(upstream: UpstreamState): number {

@@ -29,7 +29,8 @@ export class UpstreamState {
   private readonly outcomes: Array<{ at: number; failed: boolean }> = [];
 
   constructor(
-    readonly definition: UpstreamDefinition,
+    /** Replaced on a reload that keeps the server (same name and URL). */
+    public definition: UpstreamDefinition,
     private readonly settings: BreakerSettings,
   ) {}
 

@@ -71,7 +71,8 @@ export function loadUpstreamsFile(path: string, defaultApiKey: string | null): U
   }
   if (!validate(parsed)) {
     const first = validate.errors?.[0];
-    throw new UpstreamsConfigError(`UPSTREAMS_FILE ${path}: ${first?.instancePath || '(root)'} ${first?.message ?? 'is invalid'}`);
+    const field = typeof first?.params.additionalProperty === 'string' ? ` (${first.params.additionalProperty})` : '';
+    throw new UpstreamsConfigError(`UPSTREAMS_FILE ${path}: ${first?.instancePath || '(root)'} ${first?.message ?? 'is invalid'}${field}`);
   }
   const file = parsed as UpstreamsFile;
   const names = new Set<string>();
