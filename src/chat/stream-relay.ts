@@ -1,6 +1,6 @@
 // Pumps one vLLM stream to one client: upstream bytes are cut into events (sse-framer), read on the
 // side (stream-observer) and written as they came, with heartbeats while vLLM is quiet, the
-// client's pace respected up to a deadline, and a stream that never just stops: any failure after
+// client's pace respected up to a deadline, and a stream that never just stops: every failure after
 // the start becomes an error event followed by `[DONE]`.
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { GatewayError } from '../errors.js';
