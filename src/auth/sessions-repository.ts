@@ -78,13 +78,15 @@ export function createSessionsRepository(db: Database) {
       });
     },
 
-    /** The session a refresh token belongs to, if the token is still usable for logging out. */
+    /** The session a refresh token belongs to, if the token is still current: a rotated or expired copy ends nothing. */
     async findSessionByTokenHash(tokenHash: string): Promise<{ sessionId: string; userId: string } | undefined> {
       return db
         .selectFrom('refresh_tokens')
         .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
         .select(['sessions.id as sessionId', 'sessions.user_id as userId'])
         .where('refresh_tokens.token_hash', '=', tokenHash)
+        .where('refresh_tokens.status', '=', 'active')
+        .where('refresh_tokens.expires_at', '>', new Date())
         .where('sessions.revoked_at', 'is', null)
         .executeTakeFirst();
     },

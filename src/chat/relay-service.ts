@@ -183,11 +183,15 @@ export function createRelayService(dependencies: {
     for (let attempt = 0; upstream === null; attempt += 1) {
       let current: UpstreamLease;
       try {
-        current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried });
+        current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried, signal });
         lease = current;
       } catch (error) {
+        const ended = endedByUs();
+        if (ended !== null) return stoppedBeforeAnswer(ended);
         if (attempt > 0 && lastFailure !== null) return failEarly(lastFailure);
-        conclude({ outcome: 'upstream_error', error: error as GatewayError });
+        // Not a refusal of the router: the total timeout ran out while queued.
+        if (!(error instanceof GatewayError)) return failEarly(error);
+        conclude({ outcome: 'upstream_error', error });
         throw error;
       }
       tried.add(current.upstream.name);
@@ -329,9 +333,7 @@ export function createRelayService(dependencies: {
 
     /** Stopped or left before vLLM answered: a stopping client is told; a departed one needs nothing. */
     function stoppedBeforeAnswer(result: RelayResult): RelayResult {
-      if (result.abortReason === 'stopped' || result.abortReason === 'shutdown') {
-        throw new GatewayError(result.abortReason === 'shutdown' ? 'service_unavailable' : 'generation_stopped', result.abortReason === 'shutdown' ? 'The gateway is shutting down' : 'The generation was stopped');
-      }
+      if (result.abortReason === 'stopped' || result.abortReason === 'shutdown') throw new GenerationStopped(result);
       return result;
     }
   }
@@ -340,6 +342,16 @@ export function createRelayService(dependencies: {
 }
 
 export type RelayService = ReturnType<typeof createRelayService>;
+
+/** A JSON request stopped (or cut by shutdown) before vLLM answered; carries what it cost so far. */
+export class GenerationStopped extends GatewayError {
+  constructor(readonly result: RelayResult) {
+    super(
+      result.abortReason === 'shutdown' ? 'service_unavailable' : 'generation_stopped',
+      result.abortReason === 'shutdown' ? 'The gateway is shutting down' : 'The generation was stopped',
+    );
+  }
+}
 
 function parseJsonObject(bytes: Buffer): Record<string, unknown> | null {
   try {

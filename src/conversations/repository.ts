@@ -4,6 +4,7 @@
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { ConversationsTable, DatabaseTables, MessagesTable, MessageStatus } from '../platform/database-tables.js';
 import type { Database } from '../platform/database.js';
+import { GatewayError } from '../errors.js';
 import { microsecondsSinceEpoch, timestampFromMicroseconds } from '../platform/sql-time.js';
 
 const conversationColumns = ['id', 'user_id', 'title', 'model', 'system_prompt', 'settings', 'message_count', 'last_message_at', 'created_at', 'updated_at'] as const;
@@ -153,7 +154,9 @@ export function createConversationsRepository(db: Database) {
           const conversation =
             'create' in input.conversation
               ? await insertConversation(transaction, input.conversation.create)
-              : await transaction.selectFrom('conversations').select(conversationColumns).where('id', '=', input.conversation.id).where('user_id', '=', input.userId).forUpdate().executeTakeFirstOrThrow();
+              : await transaction.selectFrom('conversations').select(conversationColumns).where('id', '=', input.conversation.id).where('user_id', '=', input.userId).forUpdate().executeTakeFirst();
+          // Deleted between the caller's check and this transaction: as missing as any other.
+          if (conversation === undefined) throw new GatewayError('not_found', 'Conversation not found');
           let userMessageId: string | null = null;
           let lastMessageId: string | null = null;
           for (const message of input.messages) {

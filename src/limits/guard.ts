@@ -5,6 +5,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../auth/authenticate.js';
 import type { TokenUsage } from '../chat/stream-observer.js';
 import { estimatePromptTokens } from '../chat/stream-observer.js';
+import { GenerationStopped } from '../chat/relay-service.js';
 import type { LimitsService } from './limits-service.js';
 
 export async function runAdmitted(input: {
@@ -25,6 +26,10 @@ export async function runAdmitted(input: {
   let usage: TokenUsage | null = null;
   try {
     usage = (await input.generate())?.usage ?? null;
+  } catch (error) {
+    // A stopped generation still spent the prompt (and maybe more): it is charged, not refunded.
+    if (error instanceof GenerationStopped) usage = error.result.usage;
+    throw error;
   } finally {
     await admission.finish(usage);
   }

@@ -126,25 +126,34 @@ export function createUpstreamRouter(settings: RouterSettings, initial: Upstream
     aliases: () => ({ ...aliases }),
 
     /** Claims a server for one request, waiting briefly in a bounded queue when all are full. */
-    async acquire(input: { model: string | null; affinityKey: string | null; exclude?: ReadonlySet<string> }): Promise<UpstreamLease> {
+    async acquire(input: { model: string | null; affinityKey: string | null; exclude?: ReadonlySet<string>; signal?: AbortSignal }): Promise<UpstreamLease> {
       const exclude = input.exclude ?? new Set<string>();
       const chosen = choose(input.model, input.affinityKey, exclude);
       if (chosen === 'none_available') throw new GatewayError('upstream_unavailable', 'No healthy vLLM server can take this request');
       if (chosen !== 'all_full') return lease(chosen);
       if (waiters.length >= settings.queueSize) throw busy();
       return new Promise<UpstreamLease>((resolve, reject) => {
+        const leave = (error: Error) => {
+          const index = waiters.indexOf(waiter);
+          if (index !== -1) waiters.splice(index, 1);
+          clearTimeout(waiter.timer);
+          input.signal?.removeEventListener('abort', onAbort);
+          reject(error);
+        };
+        // A client that leaves while queued gives its place up at once.
+        const onAbort = () => leave(input.signal?.reason instanceof Error ? input.signal.reason : new Error('aborted'));
         const waiter: Waiter = {
           model: input.model,
           exclude,
-          resolve,
+          resolve: (granted) => {
+            input.signal?.removeEventListener('abort', onAbort);
+            resolve(granted);
+          },
           reject,
-          timer: setTimeout(() => {
-            const index = waiters.indexOf(waiter);
-            if (index !== -1) waiters.splice(index, 1);
-            reject(busy());
-          }, settings.queueTimeoutMs),
+          timer: setTimeout(() => leave(busy()), settings.queueTimeoutMs),
         };
         waiters.push(waiter);
+        input.signal?.addEventListener('abort', onAbort, { once: true });
       });
     },
 
