@@ -12,7 +12,7 @@ async function main(): Promise<void> {
     config = resolveJwtSecret(parseConfig({ NODE_ENV: 'development', ...environment }).config);
   } catch (error) {
     if (error instanceof ConfigError) {
-      console.error(error.message);
+      process.stderr.write(`${error.message}\n`);
       process.exit(1);
     }
     throw error;
@@ -34,8 +34,9 @@ async function main(): Promise<void> {
   const server = await startServer({ config });
   const database = config.database.url === null ? `PGlite in ${config.dataDirectory}/pglite` : config.database.url === 'memory://' ? 'PGlite in memory' : 'PostgreSQL (DATABASE_URL)';
   const store = config.redis.url === null ? 'in-process store (single instance)' : 'Redis (REDIS_URL)';
-  console.log(
-    [
+  // The banner is for the person at the terminal, not a log line.
+  process.stdout.write(
+    `${[
       '',
       `  vLLM Chat Gateway (development) listening on ${server.url}`,
       `  upstream:  ${simulator === null ? config.vllm.baseUrls.join(', ') : `vLLM simulator at ${simulator.url}`}`,
@@ -51,7 +52,7 @@ async function main(): Promise<void> {
       '',
     ]
       .filter((line, index, lines) => line !== '' || lines[index - 1] !== '')
-      .join('\n'),
+      .join('\n')}\n`,
   );
 
   let stopping = false;
@@ -70,6 +71,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  console.error('The development gateway could not start:', error instanceof Error ? error.message : error);
+  process.stderr.write(`The development gateway could not start: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });

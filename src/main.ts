@@ -9,7 +9,7 @@ async function main(): Promise<void> {
     config = resolveJwtSecret(parseConfig(readEnvironment({ processEnvironment: process.env })).config);
   } catch (error) {
     if (error instanceof ConfigError) {
-      console.error(error.message);
+      process.stderr.write(`${error.message}\n`);
       process.exit(1);
     }
     throw error;
@@ -34,6 +34,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  console.error('The gateway could not start:', error instanceof Error ? error.message : error);
+  process.stderr.write(`The gateway could not start: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });

@@ -155,7 +155,7 @@ export function createConversationsRepository(db: Database) {
             'create' in input.conversation
               ? await insertConversation(transaction, input.conversation.create)
               : await transaction.selectFrom('conversations').select(conversationColumns).where('id', '=', input.conversation.id).where('user_id', '=', input.userId).forUpdate().executeTakeFirst();
-          // Deleted between the caller's check and this transaction: as missing as any other.
+          // Deleted between the caller's check and this transaction: as missing as a conversation that never existed.
           if (conversation === undefined) throw new GatewayError('not_found', 'Conversation not found');
           let userMessageId: string | null = null;
           let lastMessageId: string | null = null;
