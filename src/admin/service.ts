@@ -3,7 +3,7 @@
 import { GatewayError } from '../errors.js';
 import type { AccountService } from '../auth/service.js';
 import type { LimitOverrides, UserRecord, UsersRepository } from '../auth/users-repository.js';
-import { decodeCursor, encodeCursor } from '../platform/cursor.js';
+import { decodeCursor, encodeCursor, pageOf } from '../platform/cursor.js';
 import type { ListUsersQuery, UpdateUserBody } from './schemas.js';
 
 export function createAdminService(dependencies: { users: UsersRepository; accountService: AccountService }) {
@@ -20,9 +20,8 @@ export function createAdminService(dependencies: { users: UsersRepository; accou
         after: after === undefined ? undefined : { createdAtMicros: after.atMicros, id: after.id },
         limit: limit + 1,
       });
-      const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      return { users: page, nextCursor: rows.length > limit && last !== undefined ? encodeCursor({ atMicros: last.created_at_micros, id: last.id }) : null };
+      const page = pageOf(rows, limit, (last) => encodeCursor({ atMicros: last.created_at_micros, id: last.id }));
+      return { users: page.items, nextCursor: page.nextCursor };
     },
 
     async updateUser(input: { actorId: string; userId: string; change: UpdateUserBody }): Promise<UserRecord> {

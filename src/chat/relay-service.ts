@@ -275,6 +275,7 @@ export function createRelayService(dependencies: {
     metrics.activeStreams.inc();
     let ending: StreamEnding;
     let finishedResult: RelayResult | null = null;
+    let streamLabels = { model: 'unknown' };
     try {
       ending = await relayStream({
         upstream: upstream.body,
@@ -296,12 +297,13 @@ export function createRelayService(dependencies: {
           await input.beforeFinish?.(finishedResult);
         },
         onDataEvent: (arrivedAt) => {
-          const label = modelLabel(observer.model ?? prepared.model);
           if (firstEventAt === null) {
             firstEventAt = arrivedAt;
-            metrics.timeToFirstToken.observe({ model: label }, (arrivedAt - startedAt) / 1000);
+            // The label is settled once, at the first event (which names the model), not per chunk.
+            streamLabels = { model: modelLabel(observer.model ?? prepared.model) };
+            metrics.timeToFirstToken.observe(streamLabels, (arrivedAt - startedAt) / 1000);
           } else if (lastEventAt !== null) {
-            metrics.interTokenLatency.observe({ model: label }, (arrivedAt - lastEventAt) / 1000);
+            metrics.interTokenLatency.observe(streamLabels, (arrivedAt - lastEventAt) / 1000);
           }
           lastEventAt = arrivedAt;
         },

@@ -1,7 +1,7 @@
 // Conversations belong to one user: every operation takes the caller's id, and a conversation of
 // someone else's answers exactly as a missing one (404).
 import { GatewayError } from '../errors.js';
-import { decodeCursor, decodePositionCursor, encodeCursor, encodePositionCursor } from '../platform/cursor.js';
+import { decodeCursor, decodePositionCursor, encodeCursor, encodePositionCursor, pageOf } from '../platform/cursor.js';
 import { isUuid } from '../platform/identifiers.js';
 import type { ConversationRecord, ConversationsRepository, MessageRecord } from './repository.js';
 import type { CreateConversationBody, UpdateConversationBody } from './schemas.js';
@@ -34,9 +34,8 @@ export function createConversationsService(dependencies: { conversations: Conver
       const limit = input.limit ?? 20;
       const after = input.cursor === undefined ? undefined : decodeCursor(input.cursor);
       const rows = await conversations.list({ userId: input.userId, limit: limit + 1, search: input.search, after });
-      const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      return { conversations: page, nextCursor: rows.length > limit && last !== undefined ? encodeCursor({ atMicros: last.activity_micros, id: last.id }) : null };
+      const page = pageOf(rows, limit, (last) => encodeCursor({ atMicros: last.activity_micros, id: last.id }));
+      return { conversations: page.items, nextCursor: page.nextCursor };
     },
 
     async update(input: { id: string; userId: string; body: UpdateConversationBody }): Promise<ConversationRecord> {
@@ -60,9 +59,8 @@ export function createConversationsService(dependencies: { conversations: Conver
       const limit = input.limit ?? 50;
       const afterPosition = input.cursor === undefined ? undefined : decodePositionCursor(input.cursor);
       const rows = await conversations.listMessages({ conversationId: input.id, limit: limit + 1, afterPosition });
-      const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      return { messages: page, nextCursor: rows.length > limit && last !== undefined ? encodePositionCursor(last.position) : null };
+      const page = pageOf(rows, limit, (last) => encodePositionCursor(last.position));
+      return { messages: page.items, nextCursor: page.nextCursor };
     },
   };
 }

@@ -20,7 +20,8 @@ export interface ModelList {
 }
 
 export function createModelCatalog(options: { vllm: VllmClient; router: UpstreamRouter; ttlMs: number; timeoutMs: number }) {
-  let cached: { list: ModelList; fetchedAt: number } | null = null;
+  // The list as served, and its cards by id: lookups happen on every request, scans need not.
+  let cached: { list: ModelList; byId: Map<string, ModelCard>; fetchedAt: number } | null = null;
   let inFlight: Promise<ModelList> | null = null;
 
   async function fetchAll(): Promise<ModelList> {
@@ -66,7 +67,7 @@ export function createModelCatalog(options: { vllm: VllmClient; router: Upstream
       if (cached !== null && Date.now() - cached.fetchedAt < options.ttlMs) return cached.list;
       inFlight ??= fetchAll()
         .then((list) => {
-          cached = { list, fetchedAt: Date.now() };
+          cached = { list, byId: new Map(list.data.map((card) => [card.id, card])), fetchedAt: Date.now() };
           return list;
         })
         .finally(() => {
@@ -82,7 +83,7 @@ export function createModelCatalog(options: { vllm: VllmClient; router: Upstream
 
     /** Whether a model is known, from the cache only: never a request on the hot path. */
     knows(modelId: string): boolean {
-      return cached?.list.data.some((card) => card.id === modelId) ?? false;
+      return cached?.byId.has(modelId) ?? false;
     },
 
     /** Forgets the cached list (the set of servers changed). */
@@ -92,7 +93,7 @@ export function createModelCatalog(options: { vllm: VllmClient; router: Upstream
 
     /** A model's card from the cache (max_model_len is what a context check needs). */
     find(modelId: string): ModelCard | null {
-      return cached?.list.data.find((card) => card.id === modelId) ?? null;
+      return cached?.byId.get(modelId) ?? null;
     },
 
     /** The first model: what vLLM uses when a request names none. */
