@@ -7,28 +7,23 @@ import type { LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
 import type { App } from '../../src/app.js';
 import { errorCatalog, type ErrorCode } from '../../src/errors.js';
-import { startSimulator, type ReceivedRequest, type Simulator, type SimulatorOptions } from '../../src/sim/index.js';
-import { bearer, relaxedAuthLimits, signUp } from './auth-client.js';
+import type { ReceivedRequest, Simulator, SimulatorOptions } from '../../src/sim/index.js';
+import { bearer, signUp } from './auth-client.js';
 import type { Backend } from './environment.js';
-import { createTestApp, type TestApp } from './test-app.js';
+import type { TestApp } from './test-app.js';
+import { startListeningGateway, type ListeningGateway } from './listening-gateway.js';
 
 export const SIM_MODEL = 'sim-llama-3-8b';
 export const GENERATION_PATH = '/v1/chat/completions';
 /** A fixed `created` keeps the simulator's answers repeatable. */
-export const SIM_CREATED = 1760000000;
+export { SIM_CREATED } from './listening-gateway.js';
 
-export interface ChatGateway {
-  simulator: Simulator;
-  testApp: TestApp;
-  app: App;
-  /** `http://127.0.0.1:<port>` of the listening gateway. */
-  url: string;
-  close(): Promise<void>;
-}
+export type ChatGateway = ListeningGateway;
 
 /**
  * A gateway listening on a free port, its VLLM_BASE_URL pointing at a simulator: a new one (from
- * `simulatorOptions`) that close() stops, or `simulator`, which belongs to the caller.
+ * `simulatorOptions`) that close() stops, or `simulator`, which belongs to the caller. It waits
+ * until the gateway knows vLLM's models (context checks need them).
  */
 export async function startChatGateway(options: {
   backend: Backend;
@@ -38,31 +33,14 @@ export async function startChatGateway(options: {
   /** A second instance on the first one's database, Redis prefix and JWT secret. */
   sharing?: TestApp;
 }): Promise<ChatGateway> {
-  const ownSimulator = options.simulator === undefined;
-  const simulator = options.simulator ?? (await startSimulator({ created: SIM_CREATED, ...options.simulatorOptions }));
-  let testApp: TestApp;
+  const gateway = await startListeningGateway(options);
   try {
-    testApp = await createTestApp({
-      backend: options.backend,
-      environment: { ...relaxedAuthLimits, VLLM_BASE_URL: simulator.url, ...options.environment },
-      ...(options.sharing === undefined ? {} : { sharing: options.sharing }),
-    });
+    await waitForModels(gateway.app);
   } catch (error) {
-    if (ownSimulator) await simulator.close();
+    await gateway.close();
     throw error;
   }
-  const url = await testApp.app.listen({ port: 0, host: '127.0.0.1' });
-  await waitForModels(testApp.app);
-  return {
-    simulator,
-    testApp,
-    app: testApp.app,
-    url,
-    async close() {
-      await testApp.close();
-      if (ownSimulator) await simulator.close();
-    },
-  };
+  return gateway;
 }
 
 /** The gateway learns vLLM's models at start; context checks need them, so tests wait for them. */

@@ -9,11 +9,12 @@ import type { LightMyRequestResponse } from 'fastify';
 import { expect } from 'vitest';
 import type { App } from '../../src/app.js';
 import type { ErrorCode } from '../../src/errors.js';
-import { startSimulator, type Simulator, type SimulatorOptions } from '../../src/sim/index.js';
-import { adminCredentials, adminEnvironment, bearer, createApiKey, expectError, login, randomIp, relaxedAuthLimits, signUp } from './auth-client.js';
+import type { Simulator, SimulatorOptions } from '../../src/sim/index.js';
+import { adminCredentials, adminEnvironment, bearer, createApiKey, expectError, login, randomIp, signUp } from './auth-client.js';
 import type { Backend } from './environment.js';
 import { metricSamples, metricSum, newRequestId, upstreamRequestsFor } from './relay-fixtures.js';
-import { createTestApp, type TestApp } from './test-app.js';
+import type { TestApp } from './test-app.js';
+import { startListeningGateway, type ListeningGateway } from './listening-gateway.js';
 
 export const SIM_MODEL = 'sim-llama-3-8b';
 export const CHAT_PATH = '/v1/chat/completions';
@@ -21,50 +22,20 @@ export const COMPLETIONS_PATH = '/v1/completions';
 export const APP_CHAT_PATH = '/api/chat';
 export const APP_CHAT_JSON_PATH = '/api/chat/completions';
 
-export interface LimitsGateway {
-  simulator: Simulator;
-  testApp: TestApp;
-  app: App;
-  /** `http://127.0.0.1:<port>` of the listening gateway. */
-  url: string;
-  close(): Promise<void>;
-}
+export type LimitsGateway = ListeningGateway;
 
 /**
  * A listening gateway whose VLLM_BASE_URL is a simulator (a new one, or `simulator`, which stays
  * the caller's), with the bootstrap admin, auth limits relaxed for sign-ups, and `environment` on top.
  */
-export async function startLimitsGateway(options: {
+export function startLimitsGateway(options: {
   backend: Backend;
   environment?: Record<string, string>;
   simulatorOptions?: SimulatorOptions;
   simulator?: Simulator;
   sharing?: TestApp;
 }): Promise<LimitsGateway> {
-  const ownSimulator = options.simulator === undefined;
-  const simulator = options.simulator ?? (await startSimulator({ created: 1760000000, ...options.simulatorOptions }));
-  let testApp: TestApp;
-  try {
-    testApp = await createTestApp({
-      backend: options.backend,
-      environment: { ...relaxedAuthLimits, ...adminEnvironment, VLLM_BASE_URL: simulator.url, ...options.environment },
-      ...(options.sharing === undefined ? {} : { sharing: options.sharing }),
-    });
-  } catch (error) {
-    if (ownSimulator) await simulator.close();
-    throw error;
-  }
-  const url = await testApp.app.listen({ port: 0, host: '127.0.0.1' });
-  return {
-    simulator,
-    testApp,
-    app: testApp.app,
-    url,
-    async close() {
-      await testApp.close();
-      if (ownSimulator) await simulator.close();
-    },
-  };
+  return startListeningGateway({ ...options, environment: { ...adminEnvironment, ...options.environment } });
 }
 
 export interface LimitsCaller {

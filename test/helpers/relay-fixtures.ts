@@ -8,57 +8,27 @@ import type { Kysely } from 'kysely';
 import { expect } from 'vitest';
 import type { App } from '../../src/app.js';
 import { errorCatalog, type ErrorCode } from '../../src/errors.js';
-import { startSimulator, type ReceivedRequest, type Simulator, type SimulatorOptions } from '../../src/sim/index.js';
-import { createApiKey, relaxedAuthLimits, signUp, type SignedInUser } from './auth-client.js';
+import type { ReceivedRequest, Simulator, SimulatorOptions } from '../../src/sim/index.js';
+import { createApiKey, signUp, type SignedInUser } from './auth-client.js';
 import type { Backend } from './environment.js';
-import { createTestApp, type TestApp } from './test-app.js';
+import { startListeningGateway, type ListeningGateway } from './listening-gateway.js';
 
-/** A fixed `created` makes the simulator's answers byte-for-byte repeatable. */
-export const SIM_CREATED = 1760000000;
+export { SIM_CREATED } from './listening-gateway.js';
 export const SIM_MODEL = 'sim-llama-3-8b';
 export const CHAT_PATH = '/v1/chat/completions';
 export const COMPLETIONS_PATH = '/v1/completions';
 export const GENERATION_PATHS: readonly string[] = [CHAT_PATH, COMPLETIONS_PATH];
 
-export interface Relay {
-  simulator: Simulator;
-  testApp: TestApp;
-  app: App;
-  /** `http://127.0.0.1:<port>` of the listening gateway. */
-  url: string;
-  close(): Promise<void>;
-}
+export type Relay = ListeningGateway;
 
 /** Starts a simulator, then a gateway whose VLLM_BASE_URL points at it, listening on a free port. */
-export async function startRelay(options: {
-  backend: Backend;
-  environment?: Record<string, string>;
-  simulator?: SimulatorOptions;
-  captureLogs?: boolean;
-}): Promise<Relay> {
-  const simulator = await startSimulator({ created: SIM_CREATED, ...options.simulator });
-  let testApp: TestApp;
-  try {
-    testApp = await createTestApp({
-      backend: options.backend,
-      environment: { ...relaxedAuthLimits, VLLM_BASE_URL: simulator.url, ...options.environment },
-      ...(options.captureLogs === undefined ? {} : { captureLogs: options.captureLogs }),
-    });
-  } catch (error) {
-    await simulator.close();
-    throw error;
-  }
-  const address = await testApp.app.listen({ port: 0, host: '127.0.0.1' });
-  return {
-    simulator,
-    testApp,
-    app: testApp.app,
-    url: address,
-    async close() {
-      await testApp.close();
-      await simulator.close();
-    },
-  };
+export function startRelay(options: { backend: Backend; environment?: Record<string, string>; simulator?: SimulatorOptions; captureLogs?: boolean }): Promise<Relay> {
+  return startListeningGateway({
+    backend: options.backend,
+    ...(options.environment === undefined ? {} : { environment: options.environment }),
+    simulatorOptions: options.simulator,
+    captureLogs: options.captureLogs,
+  });
 }
 
 /** A TCP port nothing listens on (bound once, then released). */

@@ -70,7 +70,7 @@ export async function createTestApp(options: {
 }
 
 /** Removes a test's Redis keys (everything under its prefix). */
-async function deleteKeys(prefix: string): Promise<void> {
+export async function deleteKeys(prefix: string): Promise<void> {
   if (testRedisUrl === null) return;
   const redis = new Redis(testRedisUrl, { lazyConnect: true });
   await redis.connect();

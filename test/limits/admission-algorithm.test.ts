@@ -4,7 +4,6 @@
 // in-memory store (the JS twin) and once on Redis (the Lua script), and then both side by side on
 // the same script of operations, so the two are proven to agree. Also the client's IP bucket.
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { effectiveLimits, ipBucket } from '../../src/limits/effective-limits.js';
 import type { AdmissionRequest, AdmissionResult, ConcurrencyCheck, QuotaCheck, RateCheck } from '../../src/platform/admission.js';
@@ -13,6 +12,7 @@ import { createMemoryStore } from '../../src/platform/memory-store.js';
 import { createRedisStore } from '../../src/platform/redis-store.js';
 import { parseConfig } from '../../src/config.js';
 import { testRedisUrl, uniqueName } from '../helpers/environment.js';
+import { deleteKeys } from '../helpers/test-app.js';
 
 const minuteMs = 60_000;
 
@@ -22,21 +22,6 @@ const storeKinds: StoreKind[] = testRedisUrl === null ? ['memory'] : ['memory', 
 async function openStore(kind: StoreKind, prefix: string): Promise<KeyValueStore> {
   if (kind === 'memory') return createMemoryStore();
   return createRedisStore({ url: testRedisUrl!, keyPrefix: prefix });
-}
-
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  if (testRedisUrl === null) return;
-  const redis = new Redis(testRedisUrl);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
 }
 
 function rate(key: string, limit: number, windowMs: number): RateCheck {
@@ -142,7 +127,7 @@ describe.each(storeKinds)('admission on the %s store', (kind) => {
 
   afterAll(async () => {
     await store.close();
-    await deleteRedisKeys(prefix);
+    await deleteKeys(prefix);
   });
 
   const key = (label: string) => `${label}:${randomUUID()}`;
@@ -350,7 +335,7 @@ describe.skipIf(testRedisUrl === null)('the Lua script and the in-memory twin ag
   afterAll(async () => {
     await redis.close();
     await memory.close();
-    await deleteRedisKeys(prefix);
+    await deleteKeys(prefix);
   });
 
   /** A small deterministic generator, so a failure can be replayed. */
