@@ -2,7 +2,7 @@
 // the token-counting faults (cut the socket, a 500, or a truncated body).
 import type { ServerResponse } from 'node:http';
 import { simulatedGenerationFailure } from './errors.js';
-import type { SimulatorFault } from './faults.js';
+import { dueFault, type SimulatorFault } from './faults.js';
 import type { GenerationSink } from './generation-run.js';
 import { cutConnection, sendError, sendJson } from './http-io.js';
 import type { ErrorFormat } from './options.js';
@@ -61,18 +61,18 @@ export class BufferedSink implements GenerationSink {
   private applyFault(atEnd: boolean): boolean {
     if (this.ended) return true;
     const { fault, response } = this.options;
-    const due = (count: number | undefined): boolean => count !== undefined && (atEnd || this.generatedTokens >= count);
-    if (due(fault.cut_after_chunks)) {
+    const due = dueFault(fault, this.generatedTokens, atEnd);
+    if (due === 'cut') {
       this.ended = true;
       this.faulted = true;
       cutConnection(response);
       return true;
     }
-    if (due(fault.error_after_chunks)) {
+    if (due === 'error') {
       this.onError();
       return true;
     }
-    if (due(fault.malformed_after_chunks)) {
+    if (due === 'malformed') {
       // Without a stream to carry on, a malformed answer is a 200 whose JSON body is cut short.
       this.ended = true;
       this.faulted = true;

@@ -76,3 +76,17 @@ export function mergeFaults(faults: ReadonlyArray<SimulatorFault | null>): Simul
   }
   return merged;
 }
+
+export type DueFault = 'cut' | 'error' | 'malformed';
+
+/**
+ * Which count-triggered fault is due after `progress` chunks (or tokens), in the order they win:
+ * cut, then error, then malformed. `atEnd`: a count beyond the response applies just before its end.
+ */
+export function dueFault(fault: SimulatorFault, progress: number, atEnd: boolean): DueFault | null {
+  const due = (count: number | undefined): boolean => count !== undefined && (atEnd || progress >= count);
+  if (due(fault.cut_after_chunks)) return 'cut';
+  if (due(fault.error_after_chunks)) return 'error';
+  if (due(fault.malformed_after_chunks)) return 'malformed';
+  return null;
+}

@@ -2,7 +2,7 @@
 // one write per chunk with backpressure, and plays the chunk-counting faults.
 import type { ServerResponse } from 'node:http';
 import { renderStreamingError, simulatedGenerationFailure } from './errors.js';
-import type { SimulatorFault } from './faults.js';
+import { dueFault, type SimulatorFault } from './faults.js';
 import type { GenerationSink, TokenEvent } from './generation-run.js';
 import { cutConnection } from './http-io.js';
 import type { ErrorFormat } from './options.js';
@@ -77,18 +77,19 @@ export class StreamSink implements GenerationSink {
   /** Plays the fault due now; true when it ended the stream. `atEnd`: counts beyond the stream apply here. */
   private applyFault(atEnd: boolean): boolean {
     const { fault, response } = this.options;
-    const due = (count: number | undefined): boolean => count !== undefined && (atEnd || this.sentChunks >= count);
-    if (due(fault.cut_after_chunks)) {
+    // A malformed event already sent does not count again: the stream carries on after it.
+    const due = dueFault(this.malformedSent ? { ...fault, malformed_after_chunks: undefined } : fault, this.sentChunks, atEnd);
+    if (due === 'cut') {
       this.ended = true;
       this.faulted = true;
       cutConnection(response);
       return true;
     }
-    if (due(fault.error_after_chunks)) {
+    if (due === 'error') {
       this.endWithError();
       return true;
     }
-    if (!this.malformedSent && due(fault.malformed_after_chunks)) {
+    if (due === 'malformed') {
       this.malformedSent = true;
       response.write(MALFORMED_EVENT);
     }
