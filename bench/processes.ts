@@ -57,7 +57,7 @@ export function startSimulator(options: { port: number; ttftMs: number; itlMs: n
   });
 }
 
-export function startGateway(options: { port: number; vllmUrl: string; databaseUrl: string | null; redisUrl: string | null }): Promise<Started> {
+export function startGateway(options: { port: number; vllmUrl: string; databaseUrl: string | null; redisUrl: string | null; profileDirectory?: string }): Promise<Started> {
   const env: Record<string, string> = {
     NODE_ENV: 'production',
     HOST: '127.0.0.1',
@@ -82,7 +82,9 @@ export function startGateway(options: { port: number; vllmUrl: string; databaseU
     env.REDIS_KEY_PREFIX = `bench-${randomBytes(4).toString('hex')}:`;
   }
   if (options.databaseUrl !== null) env.DATABASE_SCHEMA = `bench_${randomBytes(4).toString('hex')}`;
-  return startProcess({ name: 'gateway', args: ['dist/src/main.js'], env, ready: /"url":"(http:\/\/[^"]+)"[^\n]*gateway listening/ });
+  // A CPU profile, written when the gateway exits (bench/profile.ts).
+  const profile = options.profileDirectory === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', options.profileDirectory];
+  return startProcess({ name: 'gateway', args: [...profile, 'dist/src/main.js'], env, ready: /"url":"(http:\/\/[^"]+)"[^\n]*gateway listening/ });
 }
 
 export function startMinimalProxy(options: { port: number; upstreamUrl: string }): Promise<Started> {
@@ -99,4 +101,21 @@ export function residentBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kilobytes = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
   return kilobytes * 1024;
+}
+
+async function json<T>(url: string, init: { method?: string; body?: unknown; token?: string }): Promise<T> {
+  const response = await fetch(url, {
+    method: init.method ?? 'GET',
+    headers: { 'content-type': 'application/json', ...(init.token === undefined ? {} : { authorization: `Bearer ${init.token}` }) },
+    ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+  });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
+  return (await response.json()) as T;
+}
+
+/** Logs in as the benchmark's administrator (startGateway creates it) and makes an API key. */
+export async function createBenchCredentials(gatewayUrl: string): Promise<{ accessToken: string; apiKey: string }> {
+  const login = await json<{ access_token: string }>(`${gatewayUrl}/api/auth/login`, { method: 'POST', body: { email: 'bench@example.com', password: 'a-long-benchmark-password' } });
+  const key = await json<{ key: string }>(`${gatewayUrl}/api/keys`, { method: 'POST', body: { name: 'bench' }, token: login.access_token });
+  return { accessToken: login.access_token, apiKey: key.key };
 }

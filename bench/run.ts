@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { target, type Target } from './load.js';
-import { startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
+import { createBenchCredentials, startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
 import { authHeavy, concurrencyAndMemory, nonStreamingOverhead, streamingOverhead, type Row } from './scenarios.js';
 
 const argv = process.argv.slice(2);
@@ -14,16 +14,6 @@ const known = ['non-streaming', 'streaming', 'memory', 'chat', 'auth'];
 const chosen = argv.filter((argument) => !argument.startsWith('--'));
 for (const name of chosen) if (!known.includes(name)) throw new Error(`Unknown scenario ${name}; choose from ${known.join(', ')}`);
 const wanted = (name: string) => chosen.length === 0 || chosen.includes(name);
-
-async function json<T>(url: string, init: { method?: string; body?: unknown; token?: string }): Promise<T> {
-  const response = await fetch(url, {
-    method: init.method ?? 'GET',
-    headers: { 'content-type': 'application/json', ...(init.token === undefined ? {} : { authorization: `Bearer ${init.token}` }) },
-    ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
-  });
-  if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
-  return (await response.json()) as T;
-}
 
 async function main(): Promise<void> {
   const started: Started[] = [];
@@ -42,11 +32,7 @@ async function main(): Promise<void> {
     const proxy = await startMinimalProxy({ port: 0, upstreamUrl: fastSimulator.url });
     started.push(proxy);
 
-    const credentials = async (gatewayUrl: string) => {
-      const login = await json<{ access_token: string }>(`${gatewayUrl}/api/auth/login`, { method: 'POST', body: { email: 'bench@example.com', password: 'a-long-benchmark-password' } });
-      const key = await json<{ key: string }>(`${gatewayUrl}/api/keys`, { method: 'POST', body: { name: 'bench' }, token: login.access_token });
-      return { accessToken: login.access_token, apiKey: key.key };
-    };
+    const credentials = createBenchCredentials;
     const fastCredentials = await credentials(fastGateway.url);
     const pacedCredentials = await credentials(pacedGateway.url);
     const targets = {

@@ -12,6 +12,8 @@ import { isWellFormedApiKey, sha256Hex } from './secrets.js';
 
 /** How long a user's or key's state may be served from the store before PostgreSQL is asked again. */
 const stateTtlMs = 5000;
+/** Keys whose owner this process remembers; past this, the oldest is forgotten. */
+const keyOwnersLimit = 10_000;
 
 interface UserState {
   version: number;
@@ -116,16 +118,26 @@ export function createAccessState(options: {
     return { userId: claims.userId, role: judged.role, limits: judged.limits };
   }
 
+  /**
+   * A key's owner never changes, so this process remembers it (by the key's hash): from the second
+   * request on, the key's state and its owner's state are read in one round trip. Whether the key
+   * is revoked, and the owner's status, still come from the store or PostgreSQL every time.
+   */
+  const keyOwners = new Map<string, string>();
+
   async function checkApiKey(key: string): Promise<AccessGranted & { apiKeyId: string }> {
     // Built only when needed: an Error captures a stack trace, which is not free on every request.
     const invalid = () => new GatewayError('invalid_api_key', 'API key is invalid or revoked');
     if (!isWellFormedApiKey(key)) throw invalid();
     const keyHash = sha256Hex(key);
+    const knownOwner = keyOwners.get(keyHash);
     let storeWorks = true;
     let keyState: ApiKeyState | null = null;
+    let user: UserState | null = null;
     try {
-      const [cachedKey] = await store.getMany([keys.apiKey(keyHash)]);
+      const [cachedKey, cachedUser] = await store.getMany(knownOwner === undefined ? [keys.apiKey(keyHash)] : [keys.apiKey(keyHash), keys.user(knownOwner)]);
       if (cachedKey != null) keyState = JSON.parse(cachedKey) as ApiKeyState;
+      if (cachedUser != null) user = JSON.parse(cachedUser) as UserState;
     } catch (error) {
       storeFailed(error);
       storeWorks = false;
@@ -137,15 +149,18 @@ export function createAccessState(options: {
       if (storeWorks) remember([[keys.apiKey(keyHash), JSON.stringify(keyState), stateTtlMs]]);
     }
     if (keyState.revoked || (keyState.expiresAt !== null && keyState.expiresAt <= Date.now())) throw invalid();
-
-    let user: UserState | null = null;
-    if (storeWorks) {
-      try {
-        const [cachedUser] = await store.getMany([keys.user(keyState.userId)]);
-        if (cachedUser != null) user = JSON.parse(cachedUser) as UserState;
-      } catch (error) {
-        storeFailed(error);
-        storeWorks = false;
+    if (knownOwner !== keyState.userId) {
+      user = null;
+      if (keyOwners.size >= keyOwnersLimit) keyOwners.delete(keyOwners.keys().next().value ?? '');
+      keyOwners.set(keyHash, keyState.userId);
+      if (storeWorks) {
+        try {
+          const [cachedUser] = await store.getMany([keys.user(keyState.userId)]);
+          if (cachedUser != null) user = JSON.parse(cachedUser) as UserState;
+        } catch (error) {
+          storeFailed(error);
+          storeWorks = false;
+        }
       }
     }
     if (user === null) {

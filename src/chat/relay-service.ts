@@ -108,9 +108,14 @@ export function createRelayService(dependencies: {
     });
     const onStop = () => controller.abort(new Error('generation stopped'));
     input.stop?.signal.addEventListener('abort', onStop, { once: true });
-    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(timeouts.totalTimeoutMs)]);
+    // The total timeout aborts the same controller (one timer, cleared when the request concludes),
+    // with the reason AbortSignal.timeout would give, so failures classify it as a timeout.
+    const totalTimer = setTimeout(() => controller.abort(new DOMException('The total timeout ran out', 'TimeoutError')), timeouts.totalTimeoutMs);
+    totalTimer.unref();
+    const signal = controller.signal;
 
     const conclude = (ending: { outcome: RequestOutcome; abortReason?: AbortReason | null; error?: GatewayError | null; usage?: TokenUsage | null; finishReason?: string | null }): RelayResult => {
+      clearTimeout(totalTimer);
       input.stop?.signal.removeEventListener('abort', onStop);
       // The server's health learns from its own failures only: a client's error or departure says nothing about it.
       lease?.release(ending.outcome === 'ok' ? 'success' : ending.outcome === 'upstream_error' || ending.outcome === 'timeout' ? 'failure' : 'neutral');
@@ -309,6 +314,7 @@ export function createRelayService(dependencies: {
         },
       });
     } finally {
+      clearTimeout(totalTimer);
       metrics.activeStreams.dec();
       request.server.recordHijackedRequest(request, reply);
     }

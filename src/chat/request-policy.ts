@@ -40,9 +40,19 @@ export function prepareUpstreamRequest(input: { body: Record<string, unknown>; p
   return { upstreamBody: JSON.stringify(body), stream, clientWantsUsage, model: typeof body.model === 'string' ? body.model : null };
 }
 
+/** Salts already computed, per secret and user: an HMAC per request is measurable on the hot path. */
+const knownSalts = new Map<string, string>();
+const knownSaltsLimit = 10_000;
+
 /** Stable per user and secret, and reveals neither. */
 export function cacheSaltFor(userId: string, secret: string): string {
-  return createHmac('sha256', secret).update(`cache-salt:${userId}`).digest('base64url').slice(0, 32);
+  const cacheKey = `${secret}\u0000${userId}`;
+  const known = knownSalts.get(cacheKey);
+  if (known !== undefined) return known;
+  const salt = createHmac('sha256', secret).update(`cache-salt:${userId}`).digest('base64url').slice(0, 32);
+  if (knownSalts.size >= knownSaltsLimit) knownSalts.clear();
+  knownSalts.set(cacheKey, salt);
+  return salt;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -1,0 +1,58 @@
+// `npm run bench:profile [-- non-streaming|streaming]`: runs one kind of load against the gateway
+// alone, with the gateway under `node --cpu-prof`, then prints where its CPU time went
+// (bench/profile-summary.ts). The profile is kept in bench/results/profiles/.
+import { readdirSync } from 'node:fs';
+import { closedLoop, target, timedRequest, timedStream } from './load.js';
+import { createBenchCredentials, startGateway, startSimulator, type Started } from './processes.js';
+import { summarizeProfile } from './profile-summary.js';
+
+const kind = process.argv[2] ?? 'non-streaming';
+if (kind !== 'non-streaming' && kind !== 'streaming') throw new Error('choose non-streaming or streaming');
+const profileDirectory = new URL('./results/profiles/', import.meta.url).pathname;
+const chat = { model: 'sim-llama-3-8b', messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: 16, seed: 7 };
+
+async function main(): Promise<void> {
+  const started: Started[] = [];
+  const before = new Set(listProfiles());
+  try {
+    const streaming = kind === 'streaming';
+    const simulator = await startSimulator({ port: 0, ttftMs: streaming ? 20 : 0, itlMs: streaming ? 20 : 0 });
+    started.push(simulator);
+    const gateway = await startGateway({
+      port: 0,
+      vllmUrl: simulator.url,
+      databaseUrl: process.env.BENCH_DATABASE_URL ?? null,
+      redisUrl: process.env.BENCH_REDIS_URL ?? null,
+      profileDirectory,
+    });
+    started.push(gateway);
+    const { apiKey } = await createBenchCredentials(gateway.url);
+    const client = target('gateway', gateway.url, { authorization: `Bearer ${apiKey}` });
+    if (streaming) {
+      for (let round = 0; round < 5; round += 1) {
+        await Promise.all(Array.from({ length: 500 }, () => timedStream(client, '/v1/chat/completions', { ...chat, stream: true, max_tokens: 30, ignore_eos: true })));
+      }
+    } else {
+      const perSecond = await closedLoop({ concurrency: 32, durationMs: 15_000, work: () => timedRequest(client, '/v1/chat/completions', chat) });
+      console.log(`gateway alone: ${Math.round(perSecond)} requests/s`);
+    }
+    await client.pool.close();
+  } finally {
+    await Promise.all(started.map((process) => process.stop()));
+  }
+  const written = listProfiles().filter((name) => !before.has(name));
+  for (const name of written) summarizeProfile(`${profileDirectory}${name}`, 40);
+}
+
+function listProfiles(): string[] {
+  try {
+    return readdirSync(profileDirectory).filter((name) => name.endsWith('.cpuprofile'));
+  } catch {
+    return [];
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.stack : error);
+  process.exit(1);
+});
