@@ -31,7 +31,7 @@ export class StreamObserver {
   }
 
   inspect(event: Buffer): ObservedEvent {
-    const data = dataOf(event.toString('utf8'));
+    const data = singleDataLineOf(event) ?? dataOf(event.toString('utf8'));
     if (data === null) return { kind: 'comment', json: null };
     if (data === '[DONE]') return { kind: 'done', json: null };
     let json: unknown;
@@ -64,6 +64,21 @@ export class StreamObserver {
     if (carriesOutput) this.outputEvents += 1;
     if (this.options.collectText && text !== '' && (choice.index === 0 || choice.index === undefined)) this.textParts.push(text);
   }
+}
+
+const singleLinePrefix = Buffer.from('data: ');
+
+/**
+ * The common case without splitting lines: vLLM's events are one `data: …` line and a blank line
+ * (LF only). Anything else (several lines, CR, comments) returns undefined for the general path.
+ */
+function singleDataLineOf(event: Buffer): string | undefined {
+  const end = event.length - 2;
+  if (end < singleLinePrefix.length || event[end] !== 0x0a || event[end + 1] !== 0x0a) return undefined;
+  if (event.compare(singleLinePrefix, 0, singleLinePrefix.length, 0, singleLinePrefix.length) !== 0) return undefined;
+  const firstLineEnd = event.indexOf(0x0a, singleLinePrefix.length);
+  if (firstLineEnd !== end || event.indexOf(0x0d, singleLinePrefix.length) !== -1) return undefined;
+  return event.toString('utf8', singleLinePrefix.length, end);
 }
 
 /** The joined `data:` lines of one event, or null when it has none (a comment). */
