@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
+import type { StoredValuesPrecondition } from '../platform/admission.js';
 import type { AccessTokenClaims } from './access-tokens.js';
 import type { ApiKeysRepository } from './api-keys-repository.js';
 import type { LimitOverrides, UsersRepository } from './users-repository.js';
@@ -36,6 +37,22 @@ export interface AccessGranted {
   limits: LimitOverrides;
 }
 
+/**
+ * A credential this process judged valid, and the raw store values it judged: while the store
+ * still holds exactly those, the judgment stands. Generation requests skip the lookup and let the
+ * admission script confirm the values in the same round trip (see StoredValuesPrecondition).
+ */
+export interface JudgedAccess {
+  granted: AccessGranted;
+  apiKeyId: string | null;
+  precondition: StoredValuesPrecondition;
+  /** When the credential itself expires (an API key's expiry), in ms since the epoch. */
+  validUntil: number | null;
+}
+
+/** Credentials judged valid that this process remembers; past this, the oldest is forgotten. */
+const judgedLimit = 10_000;
+
 const keys = {
   deniedToken: (tokenId: string) => `auth:denied:${tokenId}`,
   user: (userId: string) => `auth:user:v2:${userId}`,
@@ -61,6 +78,14 @@ export function createAccessState(options: {
   /** Writes cache entries without making the request wait; a failed write only costs a later miss. */
   function remember(entries: Array<[string, string, number]>): void {
     for (const [key, value, ttlMs] of entries) store.set(key, value, { ttlMs }).catch(() => undefined);
+  }
+
+  const judged = new Map<string, JudgedAccess>();
+  function rememberJudgment(credentialId: string, judgment: JudgedAccess | null): void {
+    judged.delete(credentialId);
+    if (judgment === null) return;
+    if (judged.size >= judgedLimit) judged.delete(judged.keys().next().value ?? '');
+    judged.set(credentialId, judgment);
   }
 
   async function loadAccessState(userId: string, sessionId: string | null) {
@@ -94,6 +119,7 @@ export function createAccessState(options: {
       cached = await store.getMany([keys.deniedToken(claims.tokenId), keys.user(claims.userId), keys.session(claims.sessionId)]);
     } catch (error) {
       storeFailed(error);
+      rememberJudgment(`token:${claims.tokenId}`, null);
       const state = await loadAccessState(claims.userId, claims.sessionId);
       if (state === null || !state.sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
       const user = judgeUser(state.user, claims.tokenVersion);
@@ -101,21 +127,55 @@ export function createAccessState(options: {
     }
     const [denied, cachedUser, cachedSession] = cached;
     if (denied !== null && denied !== undefined) throw new GatewayError('invalid_token', 'Access token has been revoked');
-    let user = cachedUser == null ? null : (JSON.parse(cachedUser) as UserState);
-    let sessionActive = cachedSession == null ? null : cachedSession === 'active';
+    let userValue = cachedUser ?? null;
+    let sessionValue = cachedSession ?? null;
+    let user = userValue === null ? null : (JSON.parse(userValue) as UserState);
+    let sessionActive = sessionValue === null ? null : sessionValue === 'active';
     if (user === null || sessionActive === null) {
       const state = await loadAccessState(claims.userId, claims.sessionId);
       if (state === null) throw new GatewayError('invalid_token', 'Credentials are no longer valid');
       user = state.user;
       sessionActive = state.sessionActive;
+      userValue = JSON.stringify(user);
+      sessionValue = sessionActive ? 'active' : 'revoked';
       remember([
-        [keys.user(claims.userId), JSON.stringify(user), stateTtlMs],
-        [keys.session(claims.sessionId), sessionActive ? 'active' : 'revoked', stateTtlMs],
+        [keys.user(claims.userId), userValue, stateTtlMs],
+        [keys.session(claims.sessionId), sessionValue, stateTtlMs],
       ]);
     }
-    if (!sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
-    const judged = judgeUser(user, claims.tokenVersion);
-    return { userId: claims.userId, role: judged.role, limits: judged.limits };
+    const credentialId = `token:${claims.tokenId}`;
+    if (!sessionActive) {
+      rememberJudgment(credentialId, null);
+      throw new GatewayError('invalid_token', 'Access token has been revoked');
+    }
+    let judgedUser: UserState;
+    try {
+      judgedUser = judgeUser(user, claims.tokenVersion);
+    } catch (error) {
+      rememberJudgment(credentialId, null);
+      throw error;
+    }
+    const granted = { userId: claims.userId, role: judgedUser.role, limits: judgedUser.limits };
+    rememberJudgment(credentialId, {
+      granted,
+      apiKeyId: null,
+      precondition: { keys: [keys.deniedToken(claims.tokenId), keys.user(claims.userId), keys.session(claims.sessionId)], values: [null, userValue, sessionValue] },
+      validUntil: null,
+    });
+    return granted;
+  }
+
+  /** The earlier judgment of this access token, if this process made one; nothing is asked of the store. */
+  function judgedAccessToken(claims: AccessTokenClaims): JudgedAccess | null {
+    return judged.get(`token:${claims.tokenId}`) ?? null;
+  }
+
+  /** The earlier judgment of this API key, if this process made one and the key has not expired since. */
+  function judgedApiKey(key: string): JudgedAccess | null {
+    if (!isWellFormedApiKey(key)) return null;
+    const judgment = judged.get(`key:${sha256Hex(key)}`);
+    if (judgment === undefined || (judgment.validUntil !== null && judgment.validUntil <= Date.now())) return null;
+    return judgment;
   }
 
   /**
@@ -132,45 +192,58 @@ export function createAccessState(options: {
     const keyHash = sha256Hex(key);
     const knownOwner = keyOwners.get(keyHash);
     let storeWorks = true;
-    let keyState: ApiKeyState | null = null;
-    let user: UserState | null = null;
+    const credentialId = `key:${keyHash}`;
+    // Forgotten until judged valid again: a failure below leaves no judgment to reuse.
+    rememberJudgment(credentialId, null);
+    let keyValue: string | null = null;
+    let userValue: string | null = null;
     try {
-      const [cachedKey, cachedUser] = await store.getMany(knownOwner === undefined ? [keys.apiKey(keyHash)] : [keys.apiKey(keyHash), keys.user(knownOwner)]);
-      if (cachedKey != null) keyState = JSON.parse(cachedKey) as ApiKeyState;
-      if (cachedUser != null) user = JSON.parse(cachedUser) as UserState;
+      [keyValue = null, userValue = null] = await store.getMany(knownOwner === undefined ? [keys.apiKey(keyHash)] : [keys.apiKey(keyHash), keys.user(knownOwner)]);
     } catch (error) {
       storeFailed(error);
       storeWorks = false;
     }
+    let keyState = keyValue === null ? null : (JSON.parse(keyValue) as ApiKeyState);
     if (keyState === null) {
       const record = await apiKeys.findByHash(keyHash);
       if (record === undefined) throw invalid();
       keyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
-      if (storeWorks) remember([[keys.apiKey(keyHash), JSON.stringify(keyState), stateTtlMs]]);
+      keyValue = JSON.stringify(keyState);
+      if (storeWorks) remember([[keys.apiKey(keyHash), keyValue, stateTtlMs]]);
     }
     if (keyState.revoked || (keyState.expiresAt !== null && keyState.expiresAt <= Date.now())) throw invalid();
     if (knownOwner !== keyState.userId) {
-      user = null;
+      userValue = null;
       if (keyOwners.size >= keyOwnersLimit) keyOwners.delete(keyOwners.keys().next().value ?? '');
       keyOwners.set(keyHash, keyState.userId);
       if (storeWorks) {
         try {
-          const [cachedUser] = await store.getMany([keys.user(keyState.userId)]);
-          if (cachedUser != null) user = JSON.parse(cachedUser) as UserState;
+          [userValue = null] = await store.getMany([keys.user(keyState.userId)]);
         } catch (error) {
           storeFailed(error);
           storeWorks = false;
         }
       }
     }
+    let user = userValue === null ? null : (JSON.parse(userValue) as UserState);
     if (user === null) {
       const state = await loadAccessState(keyState.userId, null);
       if (state === null) throw invalid();
       user = state.user;
-      if (storeWorks) remember([[keys.user(keyState.userId), JSON.stringify(user), stateTtlMs]]);
+      userValue = JSON.stringify(user);
+      if (storeWorks) remember([[keys.user(keyState.userId), userValue, stateTtlMs]]);
     }
     if (user.status !== 'active') throw invalid();
-    return { userId: keyState.userId, role: user.role, limits: user.limits, apiKeyId: keyState.id };
+    const granted = { userId: keyState.userId, role: user.role, limits: user.limits };
+    if (storeWorks) {
+      rememberJudgment(credentialId, {
+        granted,
+        apiKeyId: keyState.id,
+        precondition: { keys: [keys.apiKey(keyHash), keys.user(keyState.userId)], values: [keyValue, userValue] },
+        validUntil: keyState.expiresAt,
+      });
+    }
+    return { ...granted, apiKeyId: keyState.id };
   }
 
   /**
@@ -198,7 +271,7 @@ export function createAccessState(options: {
     if (failed !== undefined) storeFailed(failed.reason);
   }
 
-  return { checkAccessToken, checkApiKey, publishChange };
+  return { checkAccessToken, checkApiKey, judgedAccessToken, judgedApiKey, publishChange };
 }
 
 export type AccessState = ReturnType<typeof createAccessState>;

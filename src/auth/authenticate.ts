@@ -7,6 +7,7 @@ import type { AccessTokens } from './access-tokens.js';
 import type { AccessState } from './access-state.js';
 import { looksLikeApiKey } from './secrets.js';
 import type { LimitOverrides } from './users-repository.js';
+import type { StoredValuesPrecondition } from '../platform/admission.js';
 
 export type Principal =
   | { kind: 'access_token'; userId: string; role: 'user' | 'admin'; limits: LimitOverrides; sessionId: string; tokenId: string; expiresAt: number }
@@ -15,6 +16,15 @@ export type Principal =
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
+    /**
+     * Set when the principal came from this process's earlier judgment of the credential: the
+     * admission must find these store values unchanged, or call `confirmAccess` (see runAdmitted).
+     */
+    accessPrecondition: StoredValuesPrecondition | null;
+  }
+  interface FastifyContextConfig {
+    /** The route admits a generation before anything else happens: the credential's state is confirmed by the admission itself. */
+    confirmsAccessAtAdmission?: boolean;
   }
 }
 
@@ -38,14 +48,43 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
     return { kind: 'access_token', userId: granted.userId, role: granted.role, limits: granted.limits, sessionId: claims.sessionId, tokenId: claims.tokenId, expiresAt: claims.expiresAt };
   }
 
+  /**
+   * A principal from an earlier judgment of the same credential, with the store values that must
+   * still hold; null when this process has none (or the header is not a plain valid credential).
+   */
+  async function identifyFromJudgment(authorization: string | undefined): Promise<{ principal: Principal; precondition: StoredValuesPrecondition } | null> {
+    const credential = authorization === undefined ? undefined : bearerPattern.exec(authorization)?.[1];
+    if (credential === undefined) return null;
+    if (looksLikeApiKey(credential)) {
+      const judged = accessState.judgedApiKey(credential);
+      if (judged?.apiKeyId == null) return null;
+      dependencies.onApiKeyUsed(judged.apiKeyId);
+      return { principal: { kind: 'api_key', ...judged.granted, apiKeyId: judged.apiKeyId }, precondition: judged.precondition };
+    }
+    const claims = await accessTokens.verify(credential);
+    const judged = accessState.judgedAccessToken(claims);
+    if (judged === null) return null;
+    const { userId, role, limits } = judged.granted;
+    return {
+      principal: { kind: 'access_token', userId, role, limits, sessionId: claims.sessionId, tokenId: claims.tokenId, expiresAt: claims.expiresAt },
+      precondition: judged.precondition,
+    };
+  }
+
   async function requireUser(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
     try {
-      request.principal = await identify(request.headers.authorization);
-    } catch (error) {
-      if (isGatewayError(error) && error.status === 401 && error.headers['www-authenticate'] === undefined) {
-        throw unauthorized(error.code, error.message);
+      if (request.routeOptions.config.confirmsAccessAtAdmission === true) {
+        const fromJudgment = await identifyFromJudgment(request.headers.authorization);
+        if (fromJudgment !== null) {
+          request.principal = fromJudgment.principal;
+          request.accessPrecondition = fromJudgment.precondition;
+          return;
+        }
       }
-      throw error;
+      request.principal = await identify(request.headers.authorization);
+      request.accessPrecondition = null;
+    } catch (error) {
+      throw withChallenge(error);
     }
   }
 
@@ -54,10 +93,28 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
     if (request.principal?.role !== 'admin') throw new GatewayError('forbidden', 'Administrator role required');
   }
 
-  return { requireUser, requireAdmin, identify };
+  /** The full check again, after an admission found the judged store values changed: a new principal, or 401. */
+  async function confirmAccess(request: FastifyRequest): Promise<Principal> {
+    request.accessPrecondition = null;
+    try {
+      request.principal = await identify(request.headers.authorization);
+    } catch (error) {
+      request.principal = null;
+      throw withChallenge(error);
+    }
+    return request.principal;
+  }
+
+  return { requireUser, requireAdmin, identify, confirmAccess };
 }
 
 export type Authenticator = ReturnType<typeof createAuthenticator>;
+
+/** A 401 always carries its WWW-Authenticate challenge. */
+function withChallenge(error: unknown): unknown {
+  if (isGatewayError(error) && error.status === 401 && error.headers['www-authenticate'] === undefined) return unauthorized(error.code, error.message);
+  return error;
+}
 
 function unauthorized(code: GatewayError['code'], message: string): GatewayError {
   const error = code === 'token_expired' || code === 'invalid_token' || code === 'invalid_api_key' ? 'invalid_token' : null;

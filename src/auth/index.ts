@@ -76,6 +76,7 @@ export async function registerAccounts(
   });
 
   app.decorateRequest('principal', null);
+  app.decorateRequest('accessPrecondition', null);
   app.addHook('onClose', () => accounts.close());
 
   await ensureBootstrapAdmin({ admin: dependencies.config.bootstrapAdmin, users: accounts.users, accountService, logger: dependencies.logger });

@@ -59,18 +59,19 @@ export const chatRoutes: FastifyPluginAsyncTypebox<{
   const body = chatRequestSchema(options.requestLimits);
 
   const send = (request: FastifyRequest, reply: FastifyReply, chatBody: ChatRequestBody) => {
-    const principal = principalOf(request);
     const idempotencyKey = idempotencyKeyOf(request.headers);
     return runAdmitted({
       limits: options.limits,
       request,
       reply,
-      principal,
       body: chatBody,
       defaultReservation: options.defaultReservation,
-      generate: () => chatService.chat({ request, reply, principal, body: chatBody, idempotencyKey }),
+      confirmAccess: () => options.authenticator.confirmAccess(request),
+      generate: (principal) => chatService.chat({ request, reply, principal, body: chatBody, idempotencyKey }),
     });
   };
+  // Nothing but the admission happens before a turn is sent, so it can confirm the credential's state.
+  const config = { confirmsAccessAtAdmission: true };
 
   const idempotencyKeyOf = (headers: Record<string, unknown>): string | null => {
     const key = headers['idempotency-key'];
@@ -81,12 +82,12 @@ export const chatRoutes: FastifyPluginAsyncTypebox<{
     return key;
   };
 
-  app.post('/chat', { schema: { tags, summary: 'Send a turn; the answer streams as SSE', security, body } }, async (request, reply) => {
+  app.post('/chat', { config, schema: { tags, summary: 'Send a turn; the answer streams as SSE', security, body } }, async (request, reply) => {
     await send(request, reply, { ...request.body, stream: true });
     return reply;
   });
 
-  app.post('/chat/completions', { schema: { tags, summary: 'Send a turn; one JSON answer', security, body } }, async (request, reply) => {
+  app.post('/chat/completions', { config, schema: { tags, summary: 'Send a turn; one JSON answer', security, body } }, async (request, reply) => {
     await send(request, reply, { ...request.body, stream: false });
     return reply;
   });

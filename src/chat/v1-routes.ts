@@ -3,7 +3,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { Authenticator } from '../auth/authenticate.js';
-import { principalOf } from '../auth/authenticate.js';
 import type { ModelCatalog } from '../upstream/model-catalog.js';
 import { chatCompletionRequestSchema, completionRequestSchema, type RequestLimits } from './openai-schemas.js';
 import type { Endpoint, RelayService } from './relay-service.js';
@@ -30,22 +29,25 @@ export const v1Routes: FastifyPluginAsyncTypebox<V1RoutesOptions> = async (app, 
   const { relayService, catalog, authenticator } = options;
   app.addHook('onRequest', authenticator.requireUser);
 
-  const generate = (request: FastifyRequest, reply: FastifyReply, endpoint: Endpoint, body: Record<string, unknown>) => {
-    const principal = principalOf(request);
-    return runAdmitted({
+  const generate = (request: FastifyRequest, reply: FastifyReply, endpoint: Endpoint, body: Record<string, unknown>) =>
+    runAdmitted({
       limits: options.limits,
       request,
       reply,
-      principal,
       body,
       defaultReservation: options.defaultReservation,
-      generate: () => relayService.relay({ request, reply, principal, endpoint, body }),
+      confirmAccess: () => authenticator.confirmAccess(request),
+      generate: (principal) => relayService.relay({ request, reply, principal, endpoint, body }),
     });
-  };
+  // Nothing happens on these routes before the admission, so it can confirm the credential's state.
+  const confirmsAccessAtAdmission = { confirmsAccessAtAdmission: true };
 
   app.post(
     '/chat/completions',
-    { schema: { tags: ['openai'], summary: 'Chat completion, relayed to vLLM (JSON or SSE with stream: true)', security, body: chatCompletionRequestSchema(options.requestLimits) } },
+    {
+      config: confirmsAccessAtAdmission,
+      schema: { tags: ['openai'], summary: 'Chat completion, relayed to vLLM (JSON or SSE with stream: true)', security, body: chatCompletionRequestSchema(options.requestLimits) },
+    },
     async (request, reply) => {
       await generate(request, reply, 'chat.completions', request.body);
       return reply;
@@ -54,7 +56,7 @@ export const v1Routes: FastifyPluginAsyncTypebox<V1RoutesOptions> = async (app, 
 
   app.post(
     '/completions',
-    { schema: { tags: ['openai'], summary: 'Text completion, relayed to vLLM', security, body: completionRequestSchema(options.requestLimits) } },
+    { config: confirmsAccessAtAdmission, schema: { tags: ['openai'], summary: 'Text completion, relayed to vLLM', security, body: completionRequestSchema(options.requestLimits) } },
     async (request, reply) => {
       await generate(request, reply, 'completions', request.body);
       return reply;

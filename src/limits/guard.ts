@@ -2,7 +2,7 @@
 // reservation settled and the concurrency slot freed the moment the generation is over — whether
 // it completed, failed or its client left.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Principal } from '../auth/authenticate.js';
+import { principalOf, type Principal } from '../auth/authenticate.js';
 import type { TokenUsage } from '../chat/stream-observer.js';
 import { estimatePromptTokens } from '../chat/stream-observer.js';
 import { GenerationStopped } from '../chat/relay-service.js';
@@ -12,20 +12,30 @@ export async function runAdmitted(input: {
   limits: LimitsService;
   request: FastifyRequest;
   reply: FastifyReply;
-  principal: Principal;
   body: Record<string, unknown>;
   defaultReservation: number;
-  generate: () => Promise<{ usage: TokenUsage } | null>;
+  /** Checks the caller's credential in full (PostgreSQL or the store), for when its judged state changed. */
+  confirmAccess: () => Promise<Principal>;
+  generate: (principal: Principal) => Promise<{ usage: TokenUsage } | null>;
 }): Promise<void> {
-  const { body } = input;
+  const { body, request } = input;
   const maxTokens = [body.max_tokens, body.max_completion_tokens].find((value): value is number => typeof value === 'number');
   const choices = typeof body.n === 'number' ? body.n : 1;
   const reserveTokens = estimatePromptTokens(body) + (maxTokens ?? input.defaultReservation) * choices;
-  const admission = await input.limits.admitGeneration({ principal: input.principal, ip: input.request.ip, reserveTokens });
+  let principal = principalOf(request);
+  // The credential's state rides on the admission (one round trip) when this process judged it before.
+  let admission = await input.limits.admitGeneration({ principal, ip: request.ip, reserveTokens, precondition: request.accessPrecondition });
+  if (admission === null) {
+    // It changed since (logout, revocation, a new role or limits): judge it again — 401 if it is
+    // no longer good — and admit under what it is now.
+    principal = await input.confirmAccess();
+    admission = await input.limits.admitGeneration({ principal, ip: request.ip, reserveTokens, precondition: null });
+    if (admission === null) throw new Error('an admission without precondition cannot fail one');
+  }
   input.reply.headers(admission.headers);
   let usage: TokenUsage | null = null;
   try {
-    usage = (await input.generate())?.usage ?? null;
+    usage = (await input.generate(principal))?.usage ?? null;
   } catch (error) {
     // A stopped generation still spent the prompt (and maybe more): it is charged, not refunded.
     if (error instanceof GenerationStopped) usage = error.result.usage;

@@ -9,7 +9,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Principal } from '../auth/authenticate.js';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
-import type { AdmissionRequest, AdmissionResult, QuotaCheck, RateCheck } from '../platform/admission.js';
+import type { AdmissionRequest, AdmissionResult, QuotaCheck, RateCheck, StoredValuesPrecondition } from '../platform/admission.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { createMemoryStore } from '../platform/memory-store.js';
 import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
@@ -93,8 +93,12 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       return effectiveLimits({ config, role: principal.role, overrides: principal.limits });
     },
 
-    /** Admits a generation request, or throws 429 with the reason and Retry-After. */
-    async admitGeneration(input: { principal: Principal; ip: string; reserveTokens: number }): Promise<Admission> {
+    /**
+     * Admits a generation request, or throws 429 with the reason and Retry-After. With a
+     * precondition (the caller's credential state as last judged), resolves null when the store
+     * no longer holds those values: nothing was consumed, and the credential must be checked again.
+     */
+    async admitGeneration(input: { principal: Principal; ip: string; reserveTokens: number; precondition?: StoredValuesPrecondition | null }): Promise<Admission | null> {
       const limits = this.limitsFor(input.principal);
       const userId = input.principal.userId;
       const rates: RateCheck[] = [
@@ -113,7 +117,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       }
       const leaseId = randomUUID();
       const concurrency = { key: `concurrency:${userId}`, limit: limits.maxConcurrentStreams, leaseId, leaseTtlMs: leaseTtlMs };
-      const request: AdmissionRequest = { now: Date.now(), rates, quotas, concurrency };
+      const request: AdmissionRequest = { now: Date.now(), rates, quotas, concurrency, precondition: input.precondition ?? null };
       const settleOn = (where: KeyValueStore, admitted: AdmissionResult, used: number) =>
         where.settle({
           quotas: admitted.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
@@ -129,6 +133,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         else await settleOn(store, late, finishedWith);
       };
       const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate);
+      if (result.failure?.kind === 'precondition') return null;
       if (!result.allowed) {
         // A refusal consumed nothing and reported nothing: read where each limit stands for the headers.
         const standing = await target.peek({ now: request.now, rates, quotas }).catch(() => ({ rates: [], quotas: [] }));

@@ -1,21 +1,36 @@
 // The admission algorithm of admission.ts as one Redis Lua script: every check, then every
 // update, atomically and in one round trip. Keep the two in step; the same tests run on both.
 import type { AdmissionFailure, AdmissionRequest, AdmissionResult } from './admission.js';
-import { quotaBucket } from './admission.js';
+import { preconditionFailed, quotaBucket } from './admission.js';
 
 /**
- * KEYS: rate keys, then quota bucket keys, then the concurrency key (if any).
- * ARGV: now, rate count, quota count, has concurrency (0/1); per rate: limit, window;
- * per quota: limit, reserve, ttl; concurrency: limit, lease id, lease ttl.
- * Returns {allowed, failed kind (0 none, 1 rate, 2 quota, 3 concurrency), failed index, retry after,
- * then per rate: remaining, reset; per quota: used}.
+ * KEYS: rate keys, then quota bucket keys, then the concurrency key (if any), then precondition keys.
+ * ARGV: now, rate count, quota count, has concurrency (0/1), precondition count; per rate: limit,
+ * window; per quota: limit, reserve, ttl; concurrency: limit, lease id, lease ttl; per precondition
+ * key: '-' (must be absent) or '=' followed by the exact value.
+ * Returns {allowed, failed kind (0 none, 1 rate, 2 quota, 3 concurrency, 4 precondition), failed
+ * index, retry after, then per rate: remaining, reset; per quota: used}.
  */
 export const admissionScript = `
 local now = tonumber(ARGV[1])
 local rate_count = tonumber(ARGV[2])
 local quota_count = tonumber(ARGV[3])
 local has_concurrency = tonumber(ARGV[4])
-local a = 5
+local precondition_count = tonumber(ARGV[5])
+if precondition_count > 0 then
+  local first_key = rate_count + quota_count + has_concurrency
+  local first_value = #ARGV - precondition_count
+  for i = 1, precondition_count do
+    local current = redis.call('GET', KEYS[first_key + i])
+    local expected = ARGV[first_value + i]
+    if expected == '-' then
+      if current then return {0, 4, 0, 0} end
+    elseif current ~= string.sub(expected, 2) then
+      return {0, 4, 0, 0}
+    end
+  end
+end
+local a = 6
 local new_tats = {}
 local out = {1, 0, 0, 0}
 for i = 1, rate_count do
@@ -55,7 +70,7 @@ if has_concurrency == 1 then
   end
 end
 for i = 1, rate_count do
-  local limit = tonumber(ARGV[5 + (i - 1) * 2]); local window = tonumber(ARGV[5 + (i - 1) * 2 + 1])
+  local limit = tonumber(ARGV[6 + (i - 1) * 2]); local window = tonumber(ARGV[6 + (i - 1) * 2 + 1])
   -- %.17g keeps every bit of the double, so the script and its JS twin agree to the last digit.
   redis.call('SET', KEYS[i], string.format('%.17g %.17g', new_tats[i], window / limit), 'PX', math.ceil(window))
 end
@@ -77,7 +92,8 @@ return out
 /** Lays out keys and arguments for the script. */
 export function admissionScriptArguments(request: AdmissionRequest, prefix: string): { keys: string[]; args: Array<string | number> } {
   const keys: string[] = [];
-  const args: Array<string | number> = [request.now, request.rates.length, request.quotas.length, request.concurrency === null ? 0 : 1];
+  const preconditionKeys = request.precondition?.keys ?? [];
+  const args: Array<string | number> = [request.now, request.rates.length, request.quotas.length, request.concurrency === null ? 0 : 1, preconditionKeys.length];
   for (const rate of request.rates) {
     keys.push(prefix + rate.key);
     args.push(rate.limit, rate.windowMs);
@@ -92,12 +108,18 @@ export function admissionScriptArguments(request: AdmissionRequest, prefix: stri
     keys.push(prefix + request.concurrency.key);
     args.push(request.concurrency.limit, request.concurrency.leaseId, request.concurrency.leaseTtlMs);
   }
+  for (const [index, key] of preconditionKeys.entries()) {
+    const expected = request.precondition?.values[index] ?? null;
+    keys.push(prefix + key);
+    args.push(expected === null ? '-' : `=${expected}`);
+  }
   return { keys, args };
 }
 
 /** Reads the script's answer back into an AdmissionResult. */
 export function parseAdmissionReply(request: AdmissionRequest, reply: unknown): AdmissionResult {
   const values = (Array.isArray(reply) ? reply : []).map(Number);
+  if (values[0] !== 1 && values[1] === 4) return preconditionFailed;
   if (values[0] !== 1) {
     const index = values[2] ?? 0;
     const retryAfterMs = values[3] ?? 1000;

@@ -25,14 +25,31 @@ export interface ConcurrencyCheck {
   leaseTtlMs: number;
 }
 
+/**
+ * Plain keys that must still hold exactly these values (null: absent) for the admission to be
+ * tried at all. The caller's credential checks ride on the admission this way: one round trip.
+ */
+export interface StoredValuesPrecondition {
+  keys: string[];
+  values: Array<string | null>;
+}
+
 export interface AdmissionRequest {
   now: number;
   rates: RateCheck[];
   quotas: QuotaCheck[];
   concurrency: ConcurrencyCheck | null;
+  /** When set and any value differs, nothing is checked or consumed: the failure is `precondition`. */
+  precondition?: StoredValuesPrecondition | null;
 }
 
-export type AdmissionFailure = { kind: 'rate' | 'quota'; index: number; retryAfterMs: number } | { kind: 'concurrency'; index: 0; retryAfterMs: number };
+export type AdmissionFailure =
+  | { kind: 'rate' | 'quota'; index: number; retryAfterMs: number }
+  | { kind: 'concurrency'; index: 0; retryAfterMs: number }
+  | { kind: 'precondition'; index: 0; retryAfterMs: 0 };
+
+/** The failure of an admission whose precondition did not hold: nothing was consumed. */
+export const preconditionFailed: AdmissionResult = { allowed: false, failure: { kind: 'precondition', index: 0, retryAfterMs: 0 }, rates: [], quotas: [] };
 
 export interface AdmissionResult {
   allowed: boolean;

@@ -2,7 +2,7 @@
 // It is correct for one gateway instance only; several instances need Redis to share limits.
 import { EventEmitter } from 'node:events';
 import type { KeyValueStore } from './key-value-store.js';
-import { admitInMemory, createAdmissionState, peekInMemory, renewLeaseInMemory, settleInMemory, sweepAdmissionState } from './admission.js';
+import { admitInMemory, createAdmissionState, peekInMemory, preconditionFailed, renewLeaseInMemory, settleInMemory, sweepAdmissionState } from './admission.js';
 
 interface Entry {
   value: string;
@@ -67,7 +67,13 @@ export function createMemoryStore(): KeyValueStore {
         return Promise.resolve();
       });
     },
-    admit: (request) => Promise.resolve(admitInMemory(admission, request)),
+    admit(request) {
+      const precondition = request.precondition;
+      if (precondition != null && precondition.keys.some((key, index) => (live(key)?.value ?? null) !== (precondition.values[index] ?? null))) {
+        return Promise.resolve(preconditionFailed);
+      }
+      return Promise.resolve(admitInMemory(admission, request));
+    },
     settle(settlement) {
       settleInMemory(admission, settlement, Date.now());
       return Promise.resolve();
