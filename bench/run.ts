@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { target, type Target } from './load.js';
 import { createBenchCredentials, startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
-import { authHeavy, concurrencyAndMemory, nonStreamingOverhead, streamingOverhead, type Row } from './scenarios.js';
+import { authHeavy, concurrencyAndMemory, nonStreamingOverhead, streamingOverhead, type Row, type StreamStarts } from './scenarios.js';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -46,11 +46,34 @@ async function main(): Promise<void> {
 
     if (wanted('non-streaming')) rows.push(...(await nonStreamingOverhead({ direct: targets.fastDirect, gateway: targets.fastGateway, proxy: targets.proxy, quick })));
     if (wanted('streaming')) {
-      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedGateway, concurrencies: quick ? [1, 20] : [1, 100, 1000], tokens: quick ? 10 : 30 })));
+      const runs: Array<{ concurrency: number; starts: StreamStarts }> = quick
+        ? [
+            { concurrency: 1, starts: { kind: 'oneAfterAnother', count: 5 } },
+            { concurrency: 20, starts: { kind: 'spread', overMs: 200 } },
+            { concurrency: 20, starts: { kind: 'together' } },
+          ]
+        : [
+            { concurrency: 1, starts: { kind: 'oneAfterAnother', count: 30 } },
+            { concurrency: 100, starts: { kind: 'spread', overMs: 1000 } },
+            { concurrency: 1000, starts: { kind: 'spread', overMs: 2000 } },
+            { concurrency: 100, starts: { kind: 'together' } },
+            { concurrency: 1000, starts: { kind: 'together' } },
+          ];
+      // Streams long enough (100 tokens, 2 s) that, spread over 2 s, all 1,000 are open together.
+      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedGateway, runs, tokens: quick ? 10 : 100 })));
     }
     if (wanted('memory')) rows.push(...(await concurrencyAndMemory({ gateway: targets.pacedGateway, gatewayPid: pacedGateway.pid, streams: quick ? 200 : 2000 })));
     if (wanted('chat')) {
-      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedChat, path: '/api/chat', label: '/api/chat with persistence', concurrencies: quick ? [1, 10] : [1, 100], tokens: quick ? 10 : 30 })));
+      const runs: Array<{ concurrency: number; starts: StreamStarts }> = quick
+        ? [
+            { concurrency: 1, starts: { kind: 'oneAfterAnother', count: 3 } },
+            { concurrency: 10, starts: { kind: 'spread', overMs: 200 } },
+          ]
+        : [
+            { concurrency: 1, starts: { kind: 'oneAfterAnother', count: 20 } },
+            { concurrency: 100, starts: { kind: 'spread', overMs: 1000 } },
+          ];
+      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedChat, path: '/api/chat', label: '/api/chat with persistence', runs, tokens: quick ? 10 : 30 })));
     }
     if (wanted('auth')) {
       const tokens: string[] = [];
