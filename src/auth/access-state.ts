@@ -126,7 +126,10 @@ export function createAccessState(options: {
       return { userId: claims.userId, role: user.role, limits: user.limits };
     }
     const [denied, cachedUser, cachedSession] = cached;
-    if (denied !== null && denied !== undefined) throw new GatewayError('invalid_token', 'Access token has been revoked');
+    if (denied !== null && denied !== undefined) {
+      rememberJudgment(`token:${claims.tokenId}`, null);
+      throw new GatewayError('invalid_token', 'Access token has been revoked');
+    }
     let userValue = cachedUser ?? null;
     let sessionValue = cachedSession ?? null;
     let user = userValue === null ? null : (JSON.parse(userValue) as UserState);

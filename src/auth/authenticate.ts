@@ -58,7 +58,7 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
     if (looksLikeApiKey(credential)) {
       const judged = accessState.judgedApiKey(credential);
       if (judged?.apiKeyId == null) return null;
-      dependencies.onApiKeyUsed(judged.apiKeyId);
+      // Its use is recorded once the admission confirms it (judgmentConfirmed).
       return { principal: { kind: 'api_key', ...judged.granted, apiKeyId: judged.apiKeyId }, precondition: judged.precondition };
     }
     const claims = await accessTokens.verify(credential);
@@ -105,7 +105,13 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
     return request.principal;
   }
 
-  return { requireUser, requireAdmin, identify, confirmAccess };
+  /** The admission found the judged state unchanged: the credential is as good as a full check found it. */
+  function judgmentConfirmed(request: FastifyRequest): void {
+    request.accessPrecondition = null;
+    if (request.principal?.kind === 'api_key') dependencies.onApiKeyUsed(request.principal.apiKeyId);
+  }
+
+  return { requireUser, requireAdmin, identify, confirmAccess, judgmentConfirmed };
 }
 
 export type Authenticator = ReturnType<typeof createAuthenticator>;

@@ -66,7 +66,7 @@ export const chatRoutes: FastifyPluginAsyncTypebox<{
       reply,
       body: chatBody,
       defaultReservation: options.defaultReservation,
-      confirmAccess: () => options.authenticator.confirmAccess(request),
+      authenticator: options.authenticator,
       generate: (principal) => chatService.chat({ request, reply, principal, body: chatBody, idempotencyKey }),
     });
   };

@@ -36,7 +36,7 @@ export const v1Routes: FastifyPluginAsyncTypebox<V1RoutesOptions> = async (app, 
       reply,
       body,
       defaultReservation: options.defaultReservation,
-      confirmAccess: () => authenticator.confirmAccess(request),
+      authenticator,
       generate: (principal) => relayService.relay({ request, reply, principal, endpoint, body }),
     });
   // Nothing happens on these routes before the admission, so it can confirm the credential's state.

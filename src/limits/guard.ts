@@ -2,7 +2,7 @@
 // reservation settled and the concurrency slot freed the moment the generation is over — whether
 // it completed, failed or its client left.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { principalOf, type Principal } from '../auth/authenticate.js';
+import { principalOf, type Authenticator, type Principal } from '../auth/authenticate.js';
 import type { TokenUsage } from '../chat/stream-observer.js';
 import { estimatePromptTokens } from '../chat/stream-observer.js';
 import { GenerationStopped } from '../chat/relay-service.js';
@@ -14,8 +14,8 @@ export async function runAdmitted(input: {
   reply: FastifyReply;
   body: Record<string, unknown>;
   defaultReservation: number;
-  /** Checks the caller's credential in full (PostgreSQL or the store), for when its judged state changed. */
-  confirmAccess: () => Promise<Principal>;
+  /** Confirms the caller's credential: in full when its judged state changed, or as the admission found it. */
+  authenticator: Pick<Authenticator, 'confirmAccess' | 'judgmentConfirmed'>;
   generate: (principal: Principal) => Promise<{ usage: TokenUsage } | null>;
 }): Promise<void> {
   const { body, request } = input;
@@ -24,11 +24,13 @@ export async function runAdmitted(input: {
   const reserveTokens = estimatePromptTokens(body) + (maxTokens ?? input.defaultReservation) * choices;
   let principal = principalOf(request);
   // The credential's state rides on the admission (one round trip) when this process judged it before.
-  let admission = await input.limits.admitGeneration({ principal, ip: request.ip, reserveTokens, precondition: request.accessPrecondition });
+  const precondition = request.accessPrecondition;
+  let admission = await input.limits.admitGeneration({ principal, ip: request.ip, reserveTokens, precondition });
+  if (admission !== null && precondition !== null) input.authenticator.judgmentConfirmed(request);
   if (admission === null) {
     // It changed since (logout, revocation, a new role or limits): judge it again — 401 if it is
     // no longer good — and admit under what it is now.
-    principal = await input.confirmAccess();
+    principal = await input.authenticator.confirmAccess(request);
     admission = await input.limits.admitGeneration({ principal, ip: request.ip, reserveTokens, precondition: null });
     if (admission === null) throw new Error('an admission without precondition cannot fail one');
   }

@@ -133,7 +133,14 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         else await settleOn(store, late, finishedWith);
       };
       const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate);
-      if (result.failure?.kind === 'precondition') return null;
+      if (result.failure?.kind === 'precondition') {
+        // Nothing was consumed here. If this answer came from the fallback (Redis was slow), a late
+        // Redis answer may still admit: it is given back at once (see onLate), holding no slot.
+        finishedWith = 0;
+        const late: AdmissionResult | null = lateAdmission;
+        if (late !== null) await settleOn(store, late, 0).catch(() => undefined);
+        return null;
+      }
       if (!result.allowed) {
         // A refusal consumed nothing and reported nothing: read where each limit stands for the headers.
         const standing = await target.peek({ now: request.now, rates, quotas }).catch(() => ({ rates: [], quotas: [] }));
