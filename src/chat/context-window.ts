@@ -1,6 +1,7 @@
-// Fits a conversation into the model's context window before it is sent. The prompt is counted by
-// vLLM's own tokenizer (POST /tokenize); when that is unavailable, estimated at four characters per
-// token plus a few per message for the chat template. The oldest history turns are dropped first;
+// Fits a conversation into the model's context window before it is sent. A prompt whose byte count
+// (a bound no tokenizer exceeds) fits is sent as it is; otherwise it is counted by vLLM's own
+// tokenizer (POST /tokenize) or, when that is unavailable, estimated at four characters per token
+// plus a few per message for the chat template. The oldest history turns are dropped first;
 // the system prompt and the new messages are never dropped — if even they do not fit, it is a 400.
 import { GatewayError } from '../errors.js';
 
@@ -17,6 +18,24 @@ export function estimateTokens(messages: ChatMessage[]): number {
   for (const message of messages) {
     const content = typeof message.content === 'string' ? message.content : JSON.stringify(message.content ?? '');
     total += Math.ceil(content.length / 4) + templateTokensPerMessage;
+  }
+  return total;
+}
+
+/** Chat templates add role markers per message and some a preamble (a default system prompt): bounded generously. */
+const templateTokensPerMessageAtMost = 16;
+const templatePreambleTokensAtMost = 256;
+
+/**
+ * A count no real tokenizer can exceed for text-only messages: byte-level BPE, and SentencePiece
+ * with byte fallback, make at most one token per UTF-8 byte. Null when a message is not plain
+ * text (an image, say, whose tokens its bytes do not bound).
+ */
+export function tokenUpperBound(messages: ChatMessage[]): number | null {
+  let total = templatePreambleTokensAtMost;
+  for (const message of messages) {
+    if (typeof message.content !== 'string') return null;
+    total += Buffer.byteLength(message.content, 'utf8') + templateTokensPerMessageAtMost;
   }
   return total;
 }
@@ -43,6 +62,9 @@ export async function fitToContext(input: FitInput): Promise<FitResult> {
   if (input.maxModelLength === null) return { messages: assemble(input.history), droppedMessages: 0, promptTokens: null };
   const budget = input.maxModelLength - input.reservedForAnswer;
   const count = async (messages: ChatMessage[]) => (await input.countTokens(messages)) ?? estimateTokens(messages);
+  // Most turns fit by far: then vLLM's tokenizer is not asked, and the first token comes a round trip sooner.
+  const upperBound = tokenUpperBound(assemble(input.history));
+  if (upperBound !== null && upperBound <= budget) return { messages: assemble(input.history), droppedMessages: 0, promptTokens: null };
 
   let history = input.history;
   let tokens = await count(assemble(history));
