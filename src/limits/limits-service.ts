@@ -48,7 +48,11 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       const value = await Promise.race([
         attempt,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${config.storeTimeoutMs} ms`)), config.storeTimeoutMs);
+          // Timers run before pending I/O in a turn of the event loop: on a busy instance Redis's
+          // answer may already be waiting in the socket. setImmediate lets it be read first, so
+          // only a Redis that really did not answer in time counts as unavailable.
+          const giveUp = () => reject(new Error(`no answer within ${config.storeTimeoutMs} ms`));
+          timer = setTimeout(() => setImmediate(giveUp), config.storeTimeoutMs);
         }),
       ]);
       fallbackActive.set(0);
