@@ -29,9 +29,13 @@ async function main(): Promise<void> {
     const { apiKey } = await createBenchCredentials(gateway.url);
     const client = target('gateway', gateway.url, { authorization: `Bearer ${apiKey}` });
     if (streaming) {
-      for (let round = 0; round < 5; round += 1) {
-        await Promise.all(Array.from({ length: 500 }, () => timedStream(client, '/v1/chat/completions', { ...chat, stream: true, max_tokens: 30, ignore_eos: true })));
-      }
+      // 1,000 streams of 100 tokens (2 s each) started over 2 s: up to 1,000 open at once.
+      await Promise.all(
+        Array.from({ length: 1000 }, async (_, index) => {
+          await new Promise((resolve) => setTimeout(resolve, index * 2));
+          return timedStream(client, '/v1/chat/completions', { ...chat, stream: true, max_tokens: 100, ignore_eos: true });
+        }),
+      );
     } else {
       const perSecond = await closedLoop({ concurrency: 32, durationMs: 15_000, work: () => timedRequest(client, '/v1/chat/completions', chat) });
       console.log(`gateway alone: ${Math.round(perSecond)} requests/s`);

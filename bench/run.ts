@@ -15,6 +15,16 @@ const chosen = argv.filter((argument) => !argument.startsWith('--'));
 for (const name of chosen) if (!known.includes(name)) throw new Error(`Unknown scenario ${name}; choose from ${known.join(', ')}`);
 const wanted = (name: string) => chosen.length === 0 || chosen.includes(name);
 
+/** Waits until the gateway holds no stream (the last scenario's are over), so scenarios do not overlap. */
+async function untilQuiet(gatewayUrl: string): Promise<void> {
+  for (let attempt = 0; attempt < 120; attempt += 1) {
+    const metrics = await (await fetch(`${gatewayUrl}/metrics`)).text();
+    if (/^chat_active_streams 0$/m.test(metrics)) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+}
+
 async function main(): Promise<void> {
   const started: Started[] = [];
   const rows: Row[] = [];
@@ -31,6 +41,8 @@ async function main(): Promise<void> {
     started.push(pacedGateway);
     const proxy = await startMinimalProxy({ port: 0, upstreamUrl: fastSimulator.url });
     started.push(proxy);
+    const pacedProxy = await startMinimalProxy({ port: 0, upstreamUrl: pacedSimulator.url });
+    started.push(pacedProxy);
 
     const credentials = createBenchCredentials;
     const fastCredentials = await credentials(fastGateway.url);
@@ -39,6 +51,7 @@ async function main(): Promise<void> {
       fastDirect: target('simulator', fastSimulator.url),
       fastGateway: target('gateway', fastGateway.url, { authorization: `Bearer ${fastCredentials.apiKey}` }),
       proxy: target('minimal proxy', proxy.url),
+      pacedProxy: target('minimal proxy (paced)', pacedProxy.url),
       pacedDirect: target('simulator (paced)', pacedSimulator.url),
       pacedGateway: target('gateway (paced)', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.apiKey}` }),
       pacedChat: target('gateway /api/chat', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.accessToken}` }),
@@ -60,7 +73,8 @@ async function main(): Promise<void> {
             { concurrency: 1000, starts: { kind: 'together' } },
           ];
       // Streams long enough (100 tokens, 2 s) that, spread over 2 s, all 1,000 are open together.
-      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedGateway, runs, tokens: quick ? 10 : 100 })));
+      rows.push(...(await streamingOverhead({ direct: targets.pacedDirect, gateway: targets.pacedGateway, proxy: targets.pacedProxy, runs, tokens: quick ? 10 : 100 })));
+      await untilQuiet(pacedGateway.url);
     }
     if (wanted('memory')) rows.push(...(await concurrencyAndMemory({ gateway: targets.pacedGateway, gatewayPid: pacedGateway.pid, streams: quick ? 200 : 2000 })));
     if (wanted('chat')) {

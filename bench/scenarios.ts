@@ -83,6 +83,8 @@ export type StreamStarts = { kind: 'together' } | { kind: 'spread'; overMs: numb
 export async function streamingOverhead(input: {
   direct: Target;
   gateway: Target;
+  /** The minimal proxy in front of the same simulator, measured too: the floor on this machine. */
+  proxy?: Target;
   path?: string;
   label?: string;
   runs: Array<{ concurrency: number; starts: StreamStarts }>;
@@ -108,6 +110,7 @@ export async function streamingOverhead(input: {
       );
     };
     const directRuns = await run(input.direct, '/v1/chat/completions');
+    const proxyRuns = input.proxy === undefined ? null : await run(input.proxy, '/v1/chat/completions');
     const gatewayRuns = await run(input.gateway, path);
     const chunksOf = (stream: StreamTiming) => stream.events.filter((event) => event.includes('chat.completion.chunk')).length;
     const expectedChunks = directRuns[0] === undefined ? 0 : chunksOf(directRuns[0]);
@@ -123,6 +126,10 @@ export async function streamingOverhead(input: {
     for (const p of [50, 99]) {
       const gapBudget = concurrency >= 1000 ? '≤ 10' : '≤ 1';
       rows.push({ scenario, metric: `inter-chunk gap p${p}`, direct: round(gaps(directRuns, p)), gateway: round(gaps(gatewayRuns, p)), result: round(gaps(gatewayRuns, p) - gaps(directRuns, p)), unit: 'ms added', budget: p === 99 && budgeted ? gapBudget : '—' });
+    }
+    if (proxyRuns !== null) {
+      rows.push({ scenario, metric: 'time to first token p50, minimal undici proxy instead of the gateway', direct: round(ttft(directRuns, 50)), gateway: round(ttft(proxyRuns, 50)), result: round(ttft(proxyRuns, 50) - ttft(directRuns, 50)), unit: 'ms added by the proxy', budget: '—' });
+      rows.push({ scenario, metric: 'inter-chunk gap p99, minimal undici proxy instead of the gateway', direct: round(gaps(directRuns, 99)), gateway: round(gaps(proxyRuns, 99)), result: round(gaps(proxyRuns, 99) - gaps(directRuns, 99)), unit: 'ms added by the proxy', budget: '—' });
     }
     rows.push({ scenario, metric: `streams with a lost or extra chunk (of ${gatewayRuns.length}, ${expectedChunks} chunks each)`, direct: 0, gateway: lost, result: lost, unit: 'streams', budget: '0' });
   }
@@ -140,6 +147,13 @@ export async function concurrencyAndMemory(input: { gateway: Target; gatewayPid:
   const results = await Promise.allSettled(Array.from({ length: input.streams }, () => timedStream(input.gateway, '/v1/chat/completions', body)));
   clearInterval(sampler);
   const completed = results.filter((result) => result.status === 'fulfilled' && result.value.events.at(-1) === 'data: [DONE]').length;
+  // Why the others did not complete, said once per reason (the table has room for the count only).
+  const failures = new Map<string, number>();
+  for (const result of results) {
+    const reason = result.status === 'rejected' ? String(result.reason instanceof Error ? result.reason.message : result.reason).slice(0, 200) : result.value.events.at(-1) === 'data: [DONE]' ? null : `ended with ${result.value.events.at(-2)?.slice(0, 200)}`;
+    if (reason !== null) failures.set(reason, (failures.get(reason) ?? 0) + 1);
+  }
+  for (const [reason, count] of failures) console.error(`${count} of ${input.streams} streams did not complete: ${reason}`);
   const perThousand = ((maxResident - before) / input.streams) * 1000;
   return [
     { scenario: `${input.streams} concurrent streams`, metric: 'completed without stall or error', direct: null, gateway: completed, result: completed, unit: 'streams', budget: '≥ 2000 held' },
