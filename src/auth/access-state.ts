@@ -88,7 +88,28 @@ export function createAccessState(options: {
     judged.set(credentialId, judgment);
   }
 
-  async function loadAccessState(userId: string, sessionId: string | null) {
+  /**
+   * Concurrent misses for the same state share one PostgreSQL query: when cached entries expire
+   * (or Redis stops answering) in the middle of a burst, it costs one read per user, not one per request.
+   */
+  const loading = new Map<string, Promise<unknown>>();
+  function loadOnce<T>(key: string, load: () => Promise<T>): Promise<T> {
+    const running = loading.get(key) as Promise<T> | undefined;
+    if (running !== undefined) return running;
+    const started = load().finally(() => loading.delete(key));
+    loading.set(key, started);
+    return started;
+  }
+
+  function loadAccessState(userId: string, sessionId: string | null) {
+    return loadOnce(`state:${userId}:${sessionId ?? ''}`, () => readAccessState(userId, sessionId));
+  }
+
+  function findApiKey(keyHash: string) {
+    return loadOnce(`key:${keyHash}`, () => apiKeys.findByHash(keyHash));
+  }
+
+  async function readAccessState(userId: string, sessionId: string | null) {
     const row = await users.accessState(userId, sessionId);
     if (row === undefined) return null;
     const user: UserState = {
@@ -208,7 +229,7 @@ export function createAccessState(options: {
     }
     let keyState = keyValue === null ? null : (JSON.parse(keyValue) as ApiKeyState);
     if (keyState === null) {
-      const record = await apiKeys.findByHash(keyHash);
+      const record = await findApiKey(keyHash);
       if (record === undefined) throw invalid();
       keyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
       keyValue = JSON.stringify(keyState);

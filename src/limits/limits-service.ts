@@ -19,6 +19,7 @@ const minuteMs = 60_000;
 const dayMs = 86_400_000;
 const leaseTtlMs = 60_000;
 const leaseRenewMs = 20_000;
+const fallbackLogIntervalMs = 10_000;
 
 export interface Admission {
   headers: Record<string, string>;
@@ -32,6 +33,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   const registers = [dependencies.registry];
   const rejections = new Counter({ name: 'rate_limit_rejections_total', help: 'Requests refused by a limit, by reason.', labelNames: ['reason'], registers });
   const fallbacks = new Counter({ name: 'rate_limit_store_fallback_total', help: 'Limit checks decided by this instance alone because Redis did not answer.', registers });
+  let lastFallbackLogAt = 0;
   const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
 
   /**
@@ -61,7 +63,12 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       gaveUp = true;
       fallbacks.inc();
       fallbackActive.set(1);
-      logger.warn({ err: error }, 'limits: Redis unavailable, limiting on this instance alone');
+      // Once per interval, not once per request: a burst while Redis is slow would flood the log.
+      const now = Date.now();
+      if (now - lastFallbackLogAt >= fallbackLogIntervalMs) {
+        lastFallbackLogAt = now;
+        logger.warn({ err: error }, 'limits: Redis unavailable, limiting on this instance alone (rate_limit_store_fallback_total counts each check)');
+      }
       return { value: await operation(fallback), target: fallback };
     } finally {
       clearTimeout(timer);

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import FindMyWay from 'find-my-way';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
+import { isDatabaseUnavailable } from './database-errors.js';
 
 const frameworkErrorCodes: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
@@ -67,6 +68,9 @@ function toGatewayError(error: FastifyError | Error): GatewayError | null {
     if (code !== undefined) return new GatewayError(code, error.message);
   }
   if (error instanceof SyntaxError && fastifyError.statusCode === 400) return new GatewayError('invalid_json', 'Body is not valid JSON');
+  if (isDatabaseUnavailable(error)) {
+    return new GatewayError('service_unavailable', 'The database is unavailable; retry shortly', { headers: { 'retry-after': '1' } });
+  }
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
     return new GatewayError(codesByStatus[status] ?? 'invalid_request', error.message, { status });

@@ -50,10 +50,12 @@ describe.skipIf(!hasRealServices)('limits shared by two instances', () => {
     const refused = responses.filter((response) => response.statusCode !== 200);
     expect(admitted).toHaveLength(LIMIT);
     for (const response of refused) expectRefused(response, 'rate_limited');
-    // Both instances admitted some: the hundred were shared, not one instance's alone.
+    // Each instance got 100 requests: with limits of its own, each would have let all of them
+    // through. Exactly 100 in all means every refusal on one instance counted the other's
+    // admissions. (Which instance wins how many is a race: one may win them all.)
     const viaFirst = responses.filter((response, index) => index % 2 === 0 && response.statusCode === 200).length;
-    expect(viaFirst).toBeGreaterThan(0);
-    expect(LIMIT - viaFirst).toBeGreaterThan(0);
+    const viaSecond = responses.filter((response, index) => index % 2 === 1 && response.statusCode === 200).length;
+    expect(viaFirst + viaSecond).toBe(LIMIT);
   });
 
   it('shares the auth limit of an address between the instances', async () => {
