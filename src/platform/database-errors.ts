@@ -1,6 +1,7 @@
 // Tells "PostgreSQL cannot be reached right now" apart from a query's own failure: the first is a
 // 503 the client may retry (the pool had no connection to give, the server went away), the second
-// a bug, answered 500.
+// a bug, answered 500. The socket codes are not PostgreSQL's alone: any dependency that cannot be
+// reached and lets such an error through is a 503 too, which is what it is.
 
 /** Socket errors of a connection that failed or broke. */
 const connectionErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
@@ -9,7 +10,7 @@ const connectionErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT',
  * SQLSTATE classes 08 (connection exception) and 57P (operator intervention: the server is
  * shutting down, restarting or refusing connections), and 53300 (too many connections).
  */
-const unavailableSqlStates = /^(08\d{3}|57P0[1-4]|53300)$/;
+const unavailableSqlStates = /^(08[0-9A-Z]{3}|57P0[1-4]|53300)$/;
 
 /** Messages of pg and pg-pool for a pool that found no connection in time or a connection that ended. */
 const unavailableMessages = /timeout exceeded when trying to connect|Connection terminated|connection (?:is )?closed|Client has encountered a connection error/i;

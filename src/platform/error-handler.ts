@@ -69,7 +69,7 @@ function toGatewayError(error: FastifyError | Error): GatewayError | null {
   }
   if (error instanceof SyntaxError && fastifyError.statusCode === 400) return new GatewayError('invalid_json', 'Body is not valid JSON');
   if (isDatabaseUnavailable(error)) {
-    return new GatewayError('service_unavailable', 'The database is unavailable; retry shortly', { headers: { 'retry-after': '1' } });
+    return new GatewayError('service_unavailable', 'A service the gateway depends on is unreachable; retry shortly', { headers: { 'retry-after': '1' } });
   }
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
