@@ -132,5 +132,13 @@ function unauthorized(code: GatewayError['code'], message: string): GatewayError
 /** The principal of a route behind requireUser; a missing one is a wiring bug, not a client error. */
 export function principalOf(request: FastifyRequest): Principal {
   if (request.principal === null) throw new Error('route is missing its requireUser hook');
+  // A judged credential is only as good as the admission that confirms it (runAdmitted).
+  if (request.accessPrecondition !== null) throw new Error('the credential is not confirmed yet: admit the request first');
+  return request.principal;
+}
+
+/** The principal before the admission confirmed it: for runAdmitted alone, which confirms it. */
+export function principalToAdmit(request: FastifyRequest): Principal {
+  if (request.principal === null) throw new Error('route is missing its requireUser hook');
   return request.principal;
 }

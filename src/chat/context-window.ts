@@ -24,17 +24,19 @@ export function estimateTokens(messages: ChatMessage[]): number {
 
 /** Chat templates add role markers per message and some a preamble (a default system prompt): bounded generously. */
 const templateTokensPerMessageAtMost = 16;
-const templatePreambleTokensAtMost = 256;
+const templatePreambleTokensAtMost = 512;
 
 /**
  * A count no real tokenizer can exceed for text-only messages: byte-level BPE, and SentencePiece
- * with byte fallback, make at most one token per UTF-8 byte. Null when a message is not plain
- * text (an image, say, whose tokens its bytes do not bound).
+ * with byte fallback, make at most one token per UTF-8 byte. Null when a message is more than a
+ * role and text (an image, tool calls: what the template makes of them its bytes do not bound).
  */
 export function tokenUpperBound(messages: ChatMessage[]): number | null {
   let total = templatePreambleTokensAtMost;
   for (const message of messages) {
     if (typeof message.content !== 'string') return null;
+    // Anything but role and text (tool calls, a name, reasoning) is rendered by the template too.
+    for (const field in message) if (field !== 'role' && field !== 'content') return null;
     total += Buffer.byteLength(message.content, 'utf8') + templateTokensPerMessageAtMost;
   }
   return total;

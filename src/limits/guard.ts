@@ -2,7 +2,7 @@
 // reservation settled and the concurrency slot freed the moment the generation is over — whether
 // it completed, failed or its client left.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { principalOf, type Authenticator, type Principal } from '../auth/authenticate.js';
+import { principalToAdmit, type Authenticator, type Principal } from '../auth/authenticate.js';
 import type { TokenUsage } from '../chat/stream-observer.js';
 import { estimatePromptTokens } from '../chat/stream-observer.js';
 import { GenerationStopped } from '../chat/relay-service.js';
@@ -22,7 +22,7 @@ export async function runAdmitted(input: {
   const maxTokens = [body.max_tokens, body.max_completion_tokens].find((value): value is number => typeof value === 'number');
   const choices = typeof body.n === 'number' ? body.n : 1;
   const reserveTokens = estimatePromptTokens(body) + (maxTokens ?? input.defaultReservation) * choices;
-  let principal = principalOf(request);
+  let principal = principalToAdmit(request);
   // The credential's state rides on the admission (one round trip) when this process judged it before.
   const precondition = request.accessPrecondition;
   let admission = await input.limits.admitGeneration({ principal, ip: request.ip, reserveTokens, precondition });

@@ -34,6 +34,8 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   const rejections = new Counter({ name: 'rate_limit_rejections_total', help: 'Requests refused by a limit, by reason.', labelNames: ['reason'], registers });
   const fallbacks = new Counter({ name: 'rate_limit_store_fallback_total', help: 'Limit checks decided by this instance alone because Redis did not answer.', registers });
   let lastFallbackLogAt = 0;
+  /** Set while Redis misses the timeout: a precondition cannot hold on the fallback, so none is tried. */
+  let storeDegraded = false;
   const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
 
   /**
@@ -58,9 +60,11 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         }),
       ]);
       fallbackActive.set(0);
+      storeDegraded = false;
       return { value, target: store };
     } catch (error) {
       gaveUp = true;
+      storeDegraded = true;
       fallbacks.inc();
       fallbackActive.set(1);
       // Once per interval, not once per request: a burst while Redis is slow would flood the log.
@@ -110,6 +114,10 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
      * no longer holds those values: nothing was consumed, and the credential must be checked again.
      */
     async admitGeneration(input: { principal: Principal; ip: string; reserveTokens: number; precondition?: StoredValuesPrecondition | null }): Promise<Admission | null> {
+      // While Redis is slow the admission would end on this instance's memory, where the
+      // precondition never holds — and Redis's late answer would still charge the rates: the
+      // credential is checked in full first instead.
+      if (input.precondition != null && storeDegraded) return null;
       const limits = this.limitsFor(input.principal);
       const userId = input.principal.userId;
       const rates: RateCheck[] = [

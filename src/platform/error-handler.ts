@@ -68,12 +68,13 @@ function toGatewayError(error: FastifyError | Error): GatewayError | null {
     if (code !== undefined) return new GatewayError(code, error.message);
   }
   if (error instanceof SyntaxError && fastifyError.statusCode === 400) return new GatewayError('invalid_json', 'Body is not valid JSON');
-  if (isDatabaseUnavailable(error)) {
-    return new GatewayError('service_unavailable', 'A service the gateway depends on is unreachable; retry shortly', { headers: { 'retry-after': '1' } });
-  }
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
     return new GatewayError(codesByStatus[status] ?? 'invalid_request', error.message, { status });
+  }
+  // After the 4xx: a client that hung up mid-upload also raises ECONNRESET, and that is its own doing.
+  if (isDatabaseUnavailable(error)) {
+    return new GatewayError('service_unavailable', 'A service the gateway depends on is unreachable; retry shortly', { headers: { 'retry-after': '1' } });
   }
   return null;
 }

@@ -14,6 +14,9 @@ export const redactedPaths = [
   'req.headers["x-api-key"]',
   'res.headers["set-cookie"]',
   'headers.authorization',
+  // ioredis puts a failed command's arguments on its error: keys derived from credentials, states.
+  'err.command',
+  'err.cause.command',
   'headers.cookie',
   '*.password',
   '*.current_password',

@@ -21,7 +21,10 @@ function fitWithCounter(input: { history: ChatMessage[]; newMessages: ChatMessag
 
 describe('context window: the byte bound', () => {
   it('bounds text by its UTF-8 bytes plus template room, and gives up on content that is not text', () => {
-    expect(tokenUpperBound([{ role: 'user', content: 'héllo' }])).toBe(256 + 6 + 16);
+    expect(tokenUpperBound([{ role: 'user', content: 'héllo' }])).toBe(512 + 6 + 16);
+    // Tool calls, names and reasoning are rendered by the template too: their size is not bounded here.
+    expect(tokenUpperBound([{ role: 'assistant', content: '', tool_calls: [{ id: 'call-1', type: 'function', function: { name: 'f', arguments: '{}' } }] }])).toBeNull();
+    expect(tokenUpperBound([{ role: 'user', content: 'hi', name: 'ada' }])).toBeNull();
     expect(tokenUpperBound([{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/cat.png' } }] }])).toBeNull();
   });
 

@@ -262,6 +262,10 @@ describe('the error handler answers an unreachable database with 503 and Retry-A
           app.get('/test/db/bug', () => {
             throw new Error('connection string parser said: nope');
           });
+          // What Fastify raises when a client hangs up mid-upload: a 400 with the socket's ECONNRESET.
+          app.get('/test/client-aborted', () => {
+            throw Object.assign(new Error('aborted'), { code: 'ECONNRESET', statusCode: 400 });
+          });
         },
       },
     });
@@ -278,6 +282,12 @@ describe('the error handler answers an unreachable database with 503 and Retry-A
     expect(body.error.message).not.toContain('127.0.0.1');
     expect(response.headers['retry-after']).toBe('1');
     expect(response.headers['x-request-id']).toBe('db-down-1');
+  });
+
+  it('keeps a client error that carries a connection code (an aborted upload) a 4xx, not a 503', async () => {
+    const response = await testApp.app.inject({ method: 'GET', url: '/test/client-aborted' });
+    expectError(response, 400, 'invalid_request');
+    expect(response.headers['retry-after']).toBeUndefined();
   });
 
   it.each(['/test/db/syntax', '/test/db/bug'])('GET %s → 500 internal_error, no retry-after', async (url) => {
