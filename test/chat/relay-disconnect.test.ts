@@ -21,7 +21,7 @@ import {
 
 const INTER_TOKEN_MS = 50;
 const SLOW_CLIENT_TIMEOUT_MS = 300;
-/** Big enough to fill every socket buffer between the gateway and a client that stops reading. */
+/** With four choices (~40 MB of events), far more than every socket buffer between the simulator, the gateway and a client that stops reading can hold: the stream cannot end before the slow-client timeout. */
 const HUGE_MAX_TOKENS = 40_000;
 
 describe.each(backends)('relay: client gone → upstream gone (%s)', (backend) => {
@@ -120,7 +120,7 @@ describe.each(backends)('relay: client gone → upstream gone (%s)', (backend) =
   it('aborts upstream instead of buffering for a client that stops reading (SLOW_CLIENT_TIMEOUT_MS)', async () => {
     relay.simulator.update({ interTokenMs: 0 });
     const exchange = open({
-      body: { model: 'sim-llama-3-8b', messages: chatMessages('flood me'), max_tokens: HUGE_MAX_TOKENS, ignore_eos: true, stream: true },
+      body: { model: 'sim-llama-3-8b', messages: chatMessages('flood me'), max_tokens: HUGE_MAX_TOKENS, n: 4, ignore_eos: true, stream: true },
       requestId: newRequestId(),
     });
     try {
