@@ -1,6 +1,6 @@
 // Tells "PostgreSQL cannot be reached right now" apart from a query's own failure: the first is a
 // 503 the client may retry (the pool had no connection to give, the server went away), the second
-// a bug, answered 500. The socket codes are not PostgreSQL's alone: any dependency that cannot be
+// a bug, answered 500. The socket codes are not PostgreSQL's alone: a dependency that cannot be
 // reached and lets such an error through is a 503 too, which is what it is.
 
 /** Socket errors of a connection that failed or broke. */
