@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { GatewayError } from '../errors.js';
+import { BoundedMap } from '../platform/bounded-map.js';
 import type { Config } from '../config.js';
 
 export const accessTokenType = 'at+jwt';
@@ -31,7 +32,7 @@ export function createAccessTokens(options: { jwt: Config['jwt'] }) {
   const key = new TextEncoder().encode(options.jwt.secret);
   // During a rotation, tokens signed with the previous secret stay valid until they expire.
   const previousKey = options.jwt.previousSecret === null ? null : new TextEncoder().encode(options.jwt.previousSecret);
-  const verified = new Map<string, AccessTokenClaims>();
+  const verified = new BoundedMap<string, AccessTokenClaims>(cacheLimit);
   const verifyOptions = {
     algorithms: [algorithm],
     issuer: tokenIssuer,
@@ -92,11 +93,6 @@ export function createAccessTokens(options: { jwt: Config['jwt'] }) {
       throw invalidToken('Access token is invalid');
     }
     const claims: AccessTokenClaims = { userId: sub, role, tokenId: jti, sessionId: sid, tokenVersion: ver, expiresAt: exp };
-    if (verified.size >= cacheLimit) {
-      // Maps iterate in insertion order: dropping the first entry evicts the oldest.
-      const oldest = verified.keys().next().value;
-      if (oldest !== undefined) verified.delete(oldest);
-    }
     verified.set(token, claims);
     return claims;
   }

@@ -3,6 +3,7 @@
 // be accounted; everything else passes through as the caller wrote it.
 import { createHmac } from 'node:crypto';
 import type { Principal } from '../auth/authenticate.js';
+import { BoundedMap } from '../platform/bounded-map.js';
 
 /** Set by the gateway only: scheduling priority, prefix-cache isolation, request identity, KV transfer. */
 export const gatewayOwnedFields = ['priority', 'cache_salt', 'request_id', 'kv_transfer_params'] as const;
@@ -41,8 +42,7 @@ export function prepareUpstreamRequest(input: { body: Record<string, unknown>; p
 }
 
 /** Salts already computed, per secret and user: an HMAC per request is measurable on the hot path. */
-const knownSalts = new Map<string, string>();
-const knownSaltsLimit = 10_000;
+const knownSalts = new BoundedMap<string, string>(10_000);
 
 /** Stable per user and secret, and reveals neither. */
 export function cacheSaltFor(userId: string, secret: string): string {
@@ -50,7 +50,6 @@ export function cacheSaltFor(userId: string, secret: string): string {
   const known = knownSalts.get(cacheKey);
   if (known !== undefined) return known;
   const salt = createHmac('sha256', secret).update(`cache-salt:${userId}`).digest('base64url').slice(0, 32);
-  if (knownSalts.size >= knownSaltsLimit) knownSalts.clear();
   knownSalts.set(cacheKey, salt);
   return salt;
 }
