@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
+import { BoundedMap } from '../platform/bounded-map.js';
 import type { StoredValuesPrecondition } from '../platform/admission.js';
 import type { AccessTokenClaims } from './access-tokens.js';
 import type { ApiKeysRepository } from './api-keys-repository.js';
@@ -80,12 +81,11 @@ export function createAccessState(options: {
     for (const [key, value, ttlMs] of entries) store.set(key, value, { ttlMs }).catch(() => undefined);
   }
 
-  const judged = new Map<string, JudgedAccess>();
+  const judged = new BoundedMap<string, JudgedAccess>(judgedLimit);
   function rememberJudgment(credentialId: string, judgment: JudgedAccess | null): void {
+    // Deleted first, so a renewed judgment counts as the newest and is the last to be forgotten.
     judged.delete(credentialId);
-    if (judgment === null) return;
-    if (judged.size >= judgedLimit) judged.delete(judged.keys().next().value ?? '');
-    judged.set(credentialId, judgment);
+    if (judgment !== null) judged.set(credentialId, judgment);
   }
 
   /**
@@ -135,22 +135,21 @@ export function createAccessState(options: {
   }
 
   async function checkAccessToken(claims: AccessTokenClaims): Promise<AccessGranted> {
+    const credentialId = `token:${claims.tokenId}`;
+    // Forgotten until judged valid again: a failure below leaves no judgment to reuse.
+    rememberJudgment(credentialId, null);
     let cached: Array<string | null>;
     try {
       cached = await store.getMany([keys.deniedToken(claims.tokenId), keys.user(claims.userId), keys.session(claims.sessionId)]);
     } catch (error) {
       storeFailed(error);
-      rememberJudgment(`token:${claims.tokenId}`, null);
       const state = await loadAccessState(claims.userId, claims.sessionId);
       if (state === null || !state.sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
       const user = judgeUser(state.user, claims.tokenVersion);
       return { userId: claims.userId, role: user.role, limits: user.limits };
     }
     const [denied, cachedUser, cachedSession] = cached;
-    if (denied !== null && denied !== undefined) {
-      rememberJudgment(`token:${claims.tokenId}`, null);
-      throw new GatewayError('invalid_token', 'Access token has been revoked');
-    }
+    if (denied !== null && denied !== undefined) throw new GatewayError('invalid_token', 'Access token has been revoked');
     let userValue = cachedUser ?? null;
     let sessionValue = cachedSession ?? null;
     let user = userValue === null ? null : (JSON.parse(userValue) as UserState);
@@ -167,18 +166,8 @@ export function createAccessState(options: {
         [keys.session(claims.sessionId), sessionValue, stateTtlMs],
       ]);
     }
-    const credentialId = `token:${claims.tokenId}`;
-    if (!sessionActive) {
-      rememberJudgment(credentialId, null);
-      throw new GatewayError('invalid_token', 'Access token has been revoked');
-    }
-    let judgedUser: UserState;
-    try {
-      judgedUser = judgeUser(user, claims.tokenVersion);
-    } catch (error) {
-      rememberJudgment(credentialId, null);
-      throw error;
-    }
+    if (!sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
+    const judgedUser = judgeUser(user, claims.tokenVersion);
     const granted = { userId: claims.userId, role: judgedUser.role, limits: judgedUser.limits };
     rememberJudgment(credentialId, {
       granted,
@@ -207,7 +196,7 @@ export function createAccessState(options: {
    * request on, the key's state and its owner's state are read in one round trip. Whether the key
    * is revoked, and the owner's status, still come from the store or PostgreSQL every time.
    */
-  const keyOwners = new Map<string, string>();
+  const keyOwners = new BoundedMap<string, string>(keyOwnersLimit);
 
   async function checkApiKey(key: string): Promise<AccessGranted & { apiKeyId: string }> {
     // Built only when needed: an Error captures a stack trace, which is not free on every request.
@@ -238,7 +227,6 @@ export function createAccessState(options: {
     if (keyState.revoked || (keyState.expiresAt !== null && keyState.expiresAt <= Date.now())) throw invalid();
     if (knownOwner !== keyState.userId) {
       userValue = null;
-      if (keyOwners.size >= keyOwnersLimit) keyOwners.delete(keyOwners.keys().next().value ?? '');
       keyOwners.set(keyHash, keyState.userId);
       if (storeWorks) {
         try {
