@@ -8,21 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { effectiveLimits, ipBucket } from '../../src/limits/effective-limits.js';
 import type { AdmissionRequest, AdmissionResult, ConcurrencyCheck, QuotaCheck, RateCheck } from '../../src/platform/admission.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
-import { createMemoryStore } from '../../src/platform/memory-store.js';
-import { createRedisStore } from '../../src/platform/redis-store.js';
 import { parseConfig } from '../../src/config.js';
 import { testRedisUrl, uniqueName } from '../helpers/environment.js';
 import { deleteKeys } from '../helpers/test-app.js';
-
-const minuteMs = 60_000;
-
-type StoreKind = 'memory' | 'redis';
-const storeKinds: StoreKind[] = testRedisUrl === null ? ['memory'] : ['memory', 'redis'];
-
-async function openStore(kind: StoreKind, prefix: string): Promise<KeyValueStore> {
-  if (kind === 'memory') return createMemoryStore();
-  return createRedisStore({ url: testRedisUrl!, keyPrefix: prefix });
-}
+import { minuteMs, minuteStart, openStore, storeKinds } from '../helpers/store-fixtures.js';
 
 function rate(key: string, limit: number, windowMs: number): RateCheck {
   return { key, limit, windowMs };
@@ -30,11 +19,6 @@ function rate(key: string, limit: number, windowMs: number): RateCheck {
 
 function request(now: number, parts: { rates?: RateCheck[]; quotas?: QuotaCheck[]; concurrency?: ConcurrencyCheck | null }): AdmissionRequest {
   return { now, rates: parts.rates ?? [], quotas: parts.quotas ?? [], concurrency: parts.concurrency ?? null };
-}
-
-/** A time `offsetMs` after the start of a fixed minute, at least a minute from now (Redis TTLs run on the real clock). */
-function minuteStart(offsetMs = 0): number {
-  return (Math.floor(Date.now() / minuteMs) + 1) * minuteMs + offsetMs;
 }
 
 describe('ipBucket', () => {

@@ -8,25 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { preconditionFailed } from '../../src/platform/admission.js';
 import type { AdmissionRequest, AdmissionResult, ConcurrencyCheck, QuotaCheck, RateCheck, StoredValuesPrecondition } from '../../src/platform/admission.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
-import { createMemoryStore } from '../../src/platform/memory-store.js';
-import { createRedisStore } from '../../src/platform/redis-store.js';
 import { testRedisUrl, uniqueName } from '../helpers/environment.js';
 import { deleteKeys } from '../helpers/test-app.js';
-
-const minuteMs = 60_000;
-
-type StoreKind = 'memory' | 'redis';
-const storeKinds: StoreKind[] = testRedisUrl === null ? ['memory'] : ['memory', 'redis'];
-
-async function openStore(kind: StoreKind, prefix: string): Promise<KeyValueStore> {
-  if (kind === 'memory') return createMemoryStore();
-  return createRedisStore({ url: testRedisUrl!, keyPrefix: prefix });
-}
-
-/** A time `offsetMs` after the start of a fixed minute, at least a minute from now (Redis TTLs run on the real clock). */
-function minuteStart(offsetMs = 0): number {
-  return (Math.floor(Date.now() / minuteMs) + 1) * minuteMs + offsetMs;
-}
+import { minuteMs, minuteStart, openStore, storeKinds } from '../helpers/store-fixtures.js';
 
 /** One generation's checks, as the limits service builds them: a request rate, a token quota and a concurrency lease. */
 interface GenerationChecks {
