@@ -48,14 +48,11 @@ describe.skipIf(!hasRealServices)('limits shared by two instances', () => {
     );
     const admitted = responses.filter((response) => response.statusCode === 200);
     const refused = responses.filter((response) => response.statusCode !== 200);
-    expect(admitted).toHaveLength(LIMIT);
-    for (const response of refused) expectRefused(response, 'rate_limited');
     // Each instance got 100 requests: with limits of its own, each would have let all of them
     // through. Exactly 100 in all means every refusal on one instance counted the other's
     // admissions. (Which instance wins how many is a race: one may win them all.)
-    const viaFirst = responses.filter((response, index) => index % 2 === 0 && response.statusCode === 200).length;
-    const viaSecond = responses.filter((response, index) => index % 2 === 1 && response.statusCode === 200).length;
-    expect(viaFirst + viaSecond).toBe(LIMIT);
+    expect(admitted).toHaveLength(LIMIT);
+    for (const response of refused) expectRefused(response, 'rate_limited');
   });
 
   it('shares the auth limit of an address between the instances', async () => {
