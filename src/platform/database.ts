@@ -38,8 +38,11 @@ export async function openDatabase(options: { database: Config['database']; data
       connectionTimeoutMillis: 5000,
       idleTimeoutMillis: 30_000,
     });
-    // An idle client losing its server must not crash the process; the next query reports it.
+    // A client losing its server must not crash the process; the query on it reports the failure.
+    // The pool listens for errors of idle clients only: one checked out (in a transaction, or
+    // between acquiring and querying) would emit an 'error' nobody hears, which Node makes fatal.
     pool.on('error', () => undefined);
+    pool.on('connect', (client) => client.on('error', () => undefined));
     const db = new Kysely<DatabaseTables>({ dialect: new PostgresDialect({ pool }) });
     return wrap({ db, kind: 'postgresql', schema });
   }
