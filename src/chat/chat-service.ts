@@ -1,7 +1,8 @@
 // The app's chat: a turn is assembled from the stored conversation (system prompt + history + the
-// new messages), fitted to the model's context, written before generation starts (the user message
-// and an assistant message in status `streaming`), relayed, and completed with whatever came back —
-// complete, interrupted (client gone, stopped, shutdown) or error. Nothing is lost.
+// new messages), fitted to the model's context, written while vLLM starts and before the first byte
+// of the answer (the user message and an assistant message in status `streaming`), relayed, and
+// completed with whatever came back — complete, interrupted (client gone, stopped, shutdown) or
+// error. Nothing is lost.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../auth/authenticate.js';
 import type { ConversationsRepository, MessageRecord } from '../conversations/repository.js';
@@ -14,6 +15,7 @@ import { fitToContext, type ChatMessage } from './context-window.js';
 import type { GenerationRegistry, RunningGeneration } from './generation-registry.js';
 import type { RelayResult, RelayService } from './relay-service.js';
 import { replayTurn } from './turn-replay.js';
+import { newTurnIds } from '../conversations/turn-start.js';
 
 export interface ChatRequestBody extends Record<string, unknown> {
   messages: ChatMessage[];
@@ -81,25 +83,37 @@ export function createChatService(dependencies: {
     for (const field of chatOnlyFields) delete upstreamBody[field];
     if (model !== null && upstreamBody.model === undefined) upstreamBody.model = model;
 
-    const started = store
-      ? await conversations.startTurn({
-          conversation: conversation === null ? { create: newConversation(principal.userId, body, model) } : { id: conversation.id },
-          userId: principal.userId,
-          messages: body.messages.filter((message) => storableRoles.has(message.role)).map((message) => ({ role: message.role as MessageRecord['role'], content: textOf(message.content) })),
-          model,
-          requestId: request.id,
-          idempotencyKey,
-        })
-      : null;
-    if (started === 'duplicate') {
-      // Another request with the same key won the race and owns the turn.
-      if (idempotencyKey !== null && (await replayIfKnown({ reply, userId: principal.userId, key: idempotencyKey, stream }))) return null;
-      throw new GatewayError('conflict', 'A request with this Idempotency-Key is still being answered');
+    // The turn's ids are chosen here, so the stream can start while the turn is being written.
+    const stored = store ? body.messages.filter((message) => storableRoles.has(message.role)).map((message) => ({ role: message.role as MessageRecord['role'], content: textOf(message.content) })) : [];
+    const turn = store ? newTurnIds(conversation?.id ?? null, stored.length) : null;
+    let written: Promise<unknown> | null = null;
+    if (turn !== null) {
+      const started = conversations.startTurn({
+        conversation: conversation === null ? { create: newConversation(principal.userId, body, model) } : { id: conversation.id },
+        userId: principal.userId,
+        messages: stored,
+        model,
+        requestId: request.id,
+        idempotencyKey,
+        ids: turn,
+      });
+      if (idempotencyKey !== null) {
+        // A keyed send is written before vLLM hears of it: the loser of a double send never reaches vLLM.
+        if ((await started) === 'duplicate') {
+          if (await replayIfKnown({ reply, userId: principal.userId, key: idempotencyKey, stream })) return null;
+          throw new GatewayError('conflict', 'A request with this Idempotency-Key is still being answered');
+        }
+      } else {
+        // Written while vLLM starts: the relay waits for it before the first byte, so a stored turn
+        // costs the stream nothing and a turn that cannot be stored is never answered.
+        written = started;
+        started.catch(() => undefined);
+      }
     }
-    const turn = started;
+    const lastUserIndex = stored.map((message) => message.role).lastIndexOf('user');
     const ids = {
-      conversation_id: turn?.conversation.id ?? conversation?.id ?? null,
-      user_message_id: turn?.userMessageId ?? null,
+      conversation_id: turn?.conversationId ?? conversation?.id ?? null,
+      user_message_id: turn === null || lastUserIndex === -1 ? null : (turn.messageIds[lastUserIndex] ?? null),
       assistant_message_id: turn?.assistantMessageId ?? null,
     };
 
@@ -120,6 +134,7 @@ export function createChatService(dependencies: {
         body: upstreamBody,
         collectText: true,
         leadingEvents: [conversationEvent({ ...ids, trimmed_messages: fitted.droppedMessages })],
+        ...(written === null ? {} : { ready: written }),
         ...(generation === null ? {} : { stop: { signal: generation.signal, reason: generation.reason } }),
         rewriteJson: (completion) => ({ ...completion, conversation_id: ids.conversation_id, message_id: ids.assistant_message_id, trimmed_messages: fitted.droppedMessages }),
         affinityKey: dependencies.affinity ? ids.conversation_id : null,
@@ -127,6 +142,8 @@ export function createChatService(dependencies: {
         beforeFinish: (finished) => save({ ...describeEnding(finished), requestId: request.id, model: finished.model ?? model, result: finished }),
       });
     } catch (error) {
+      // The placeholder must exist before it is marked; if it could not be written, there is nothing to mark.
+      await written?.catch(() => undefined);
       // Stopped (or shut down) before vLLM answered a JSON request: interrupted, not failed.
       const stopped = generation?.signal.aborted === true;
       await save({

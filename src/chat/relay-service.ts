@@ -15,6 +15,7 @@ import type { AbortReason, ChatMetrics, RequestOutcome } from './chat-metrics.js
 import { prepareUpstreamRequest, type PolicyOptions } from './request-policy.js';
 import { sseHeaders } from './sse.js';
 import { estimatePromptTokens, readUsage, StreamObserver, type TokenUsage } from './stream-observer.js';
+import { firstFinishReason, firstMessageContent, parseJsonObject } from './completion-fields.js';
 import { relayStream, type StopReason, type StreamEnding } from './stream-relay.js';
 
 export interface RelayTimeouts {
@@ -63,6 +64,11 @@ export interface RelayInput {
   beforeFinish?: (result: RelayResult) => Promise<void>;
   /** Keeps requests with the same key (a conversation) on the same server, for vLLM's prefix cache. */
   affinityKey?: string | null;
+  /**
+   * Work done while vLLM starts (the chat API writing its turn), settled before the first byte of
+   * the answer. If it fails, the generation is abandoned unanswered and the failure is the reply.
+   */
+  ready?: Promise<unknown>;
 }
 
 /** vLLM's own failures that another replica may not share: retried once, before any byte was sent. */
@@ -236,6 +242,18 @@ export function createRelayService(dependencies: {
       }
     }
 
+    if (input.ready !== undefined) {
+      try {
+        await input.ready;
+      } catch (error) {
+        // Read to the end or cut by the abort: either way nothing of it reaches the client.
+        void upstream.body.dump().catch(() => undefined);
+        controller.abort(new Error('the answer could not be prepared'));
+        conclude({ outcome: 'aborted' });
+        throw error;
+      }
+    }
+
     if (upstream.statusCode !== 200) {
       const text = await upstream.body.text().catch(() => '');
       const { error, upstreamFault } = classifyErrorResponse(upstream.statusCode, text);
@@ -359,30 +377,4 @@ export class GenerationStopped extends GatewayError {
       result.abortReason === 'shutdown' ? 'The gateway is shutting down' : 'The generation was stopped',
     );
   }
-}
-
-function parseJsonObject(bytes: Buffer): Record<string, unknown> | null {
-  try {
-    const parsed: unknown = JSON.parse(bytes.toString('utf8'));
-    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
-}
-
-function firstChoice(completion: Record<string, unknown> | null): Record<string, unknown> | null {
-  const choices = completion?.choices;
-  return Array.isArray(choices) && typeof choices[0] === 'object' && choices[0] !== null ? (choices[0] as Record<string, unknown>) : null;
-}
-
-function firstFinishReason(completion: Record<string, unknown> | null): string | null {
-  const reason = firstChoice(completion)?.finish_reason;
-  return typeof reason === 'string' ? reason : null;
-}
-
-function firstMessageContent(completion: Record<string, unknown> | null): string {
-  const choice = firstChoice(completion);
-  const message = choice?.message as { content?: unknown } | undefined;
-  if (typeof message?.content === 'string') return message.content;
-  return typeof choice?.text === 'string' ? choice.text : '';
 }

@@ -1,10 +1,11 @@
 // SQL for conversations and messages. Every query names the owner, so another user's conversation
-// is simply not found. A turn (user message + assistant placeholder) is written in one short
-// transaction; no transaction or connection is held while vLLM generates.
+// is simply not found. A turn (user message + assistant placeholder) is written in one statement
+// (turn-start.ts); no transaction or connection is held while vLLM generates.
 import { sql, type Selectable, type Transaction } from 'kysely';
 import type { ConversationsTable, DatabaseTables, MessagesTable, MessageStatus } from '../platform/database-tables.js';
 import type { Database } from '../platform/database.js';
 import { GatewayError } from '../errors.js';
+import { writeTurnStart, type TurnStart } from './turn-start.js';
 import { microsecondsSinceEpoch, timestampFromMicroseconds } from '../platform/sql-time.js';
 
 const conversationColumns = ['id', 'user_id', 'title', 'model', 'system_prompt', 'settings', 'message_count', 'last_message_at', 'created_at', 'updated_at'] as const;
@@ -51,10 +52,8 @@ export interface AssistantOutcome {
 
 const activity = sql<Date>`coalesce(last_message_at, created_at)`;
 
-class DuplicateTurn extends Error {}
-
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: unknown } | null)?.code === '23505';
+function isForeignKeyViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '23503';
 }
 
 export function createConversationsRepository(db: Database) {
@@ -133,68 +132,22 @@ export function createConversationsRepository(db: Database) {
     },
 
     /**
-     * Writes a turn in one transaction: the conversation (when new), the caller's messages, and
-     * the assistant's placeholder in status `streaming`. Returns the ids the stream announces.
+     * Writes the start of a turn in one statement (turn-start.ts) with the ids the caller chose.
+     * `duplicate` when another request already claimed the Idempotency-Key: nothing is written then.
      */
-    /**
-     * Writes a turn in one transaction: the conversation (when new), the caller's messages, the
-     * assistant's placeholder in status `streaming`, and the Idempotency-Key claim. Returns
-     * `duplicate` when another request already claimed the key: nothing is written then.
-     */
-    async startTurn(input: {
-      conversation: { id: string } | { create: NewConversation };
-      userId: string;
-      messages: Array<{ role: MessageRecord['role']; content: string }>;
-      model: string | null;
-      requestId: string;
-      idempotencyKey: string | null;
-    }): Promise<{ conversation: ConversationRecord; userMessageId: string | null; assistantMessageId: string } | 'duplicate'> {
+    async startTurn(input: TurnStart): Promise<'written' | 'duplicate'> {
       try {
-        return await db.transaction().execute(async (transaction) => {
-          const conversation =
-            'create' in input.conversation
-              ? await insertConversation(transaction, input.conversation.create)
-              : await transaction.selectFrom('conversations').select(conversationColumns).where('id', '=', input.conversation.id).where('user_id', '=', input.userId).forUpdate().executeTakeFirst();
-          // Deleted between the caller's check and this transaction: as missing as a conversation that never existed.
-          if (conversation === undefined) throw new GatewayError('not_found', 'Conversation not found');
-          let userMessageId: string | null = null;
-          let lastMessageId: string | null = null;
-          for (const message of input.messages) {
-            const row = await transaction
-              .insertInto('messages')
-              .values({ conversation_id: conversation.id, role: message.role, content: message.content, status: 'complete', request_id: input.requestId })
-              .returning('id')
-              .executeTakeFirstOrThrow();
-            lastMessageId = row.id;
-            if (message.role === 'user') userMessageId = row.id;
-          }
-          if (input.idempotencyKey !== null && lastMessageId !== null) {
-            const claimed = await transaction
-              .insertInto('chat_turn_keys')
-              .values({ user_id: input.userId, idempotency_key: input.idempotencyKey, conversation_id: conversation.id, user_message_id: lastMessageId })
-              .onConflict((conflict) => conflict.columns(['user_id', 'idempotency_key']).doNothing())
-              .returning('user_id')
-              .executeTakeFirst();
-            if (claimed === undefined) throw new DuplicateTurn();
-          }
-          const assistant = await transaction
-            .insertInto('messages')
-            .values({ conversation_id: conversation.id, role: 'assistant', status: 'streaming', model: input.model, request_id: input.requestId })
-            .returning('id')
-            .executeTakeFirstOrThrow();
-          const updated = await transaction
-            .updateTable('conversations')
-            .set({ message_count: sql`message_count + ${input.messages.length + 1}`, last_message_at: sql`now()`, updated_at: sql`now()` })
-            .where('id', '=', conversation.id)
-            .returning(conversationColumns)
-            .executeTakeFirstOrThrow();
-          return { conversation: updated, userMessageId, assistantMessageId: assistant.id };
-        });
+        if (await writeTurnStart(db, input)) return 'written';
       } catch (error) {
-        // Two sends with one key at the same moment: the loser's transaction rolled back whole.
-        if (error instanceof DuplicateTurn || isUniqueViolation(error)) return 'duplicate';
+        // The conversation was deleted while the turn was being written: its claim lost its target.
+        if (isForeignKeyViolation(error)) throw new GatewayError('not_found', 'Conversation not found');
         throw error;
       }
+      if (input.idempotencyKey !== null) {
+        const claim = await db.selectFrom('chat_turn_keys').select('user_id').where('user_id', '=', input.userId).where('idempotency_key', '=', input.idempotencyKey).executeTakeFirst();
+        if (claim !== undefined) return 'duplicate';
+      }
+      throw new GatewayError('not_found', 'Conversation not found');
     },
 
     /** Completes the assistant message with what the stream produced, whatever its ending. */
