@@ -21,3 +21,12 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   if (typeof code === 'string' && (connectionErrorCodes.has(code) || unavailableSqlStates.test(code))) return true;
   return unavailableMessages.test(error.message);
 }
+
+/**
+ * PostgreSQL cannot store U+0000 in text (22021) or in jsonb (22P05); JSON lets a client send it.
+ * That is the request's fault, answered 400, not a failure of the gateway.
+ */
+export function isUnstorableText(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '22021' || code === '22P05';
+}

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import FindMyWay from 'find-my-way';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
-import { isDatabaseUnavailable } from './database-errors.js';
+import { isDatabaseUnavailable, isUnstorableText } from './database-errors.js';
 
 const frameworkErrorCodes: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
@@ -72,6 +72,7 @@ function toGatewayError(error: FastifyError | Error): GatewayError | null {
   if (status !== undefined && status >= 400 && status < 500) {
     return new GatewayError(codesByStatus[status] ?? 'invalid_request', error.message, { status });
   }
+  if (isUnstorableText(error)) return new GatewayError('validation_failed', 'Text cannot contain the NUL character (U+0000)');
   // After the 4xx: a client that hung up mid-upload also raises ECONNRESET, and that is its own doing.
   if (isDatabaseUnavailable(error)) {
     return new GatewayError('service_unavailable', 'A service the gateway depends on is unreachable; retry shortly', { headers: { 'retry-after': '1' } });
