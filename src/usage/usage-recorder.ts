@@ -1,7 +1,9 @@
 // Records usage without touching the database on the request path: events queue in memory and a
 // timer writes them in batches. If PostgreSQL is down the queue keeps them (bounded; the oldest are
-// dropped and counted past the bound) and the next flush retries.
+// dropped and counted past the bound) and the next flush retries. An event PostgreSQL refuses for
+// what it holds is dropped alone: it must never hold back everyone's usage behind it.
 import type { Logger } from 'pino';
+import { isDatabaseUnavailable } from '../platform/database-errors.js';
 import type { UsageEvent, UsageRepository } from './usage-repository.js';
 
 const maximumQueuedEvents = 50_000;
@@ -17,11 +19,33 @@ export function createUsageRecorder(options: { repository: UsageRepository; logg
       try {
         await options.repository.insertMany(batch);
       } catch (error) {
-        options.logger.warn({ err: error, queued: queue.length }, 'usage events not written; will retry');
-        return;
+        if (isDatabaseUnavailable(error)) {
+          options.logger.warn({ err: error, queued: queue.length }, 'usage events not written; will retry');
+          return;
+        }
+        // Refused for its content, the batch would be refused forever: write its events one by one.
+        if (!(await writeOneByOne(batch, error))) return;
       }
       queue = queue.slice(batch.length);
     }
+  }
+
+  /** False when the database went away meanwhile (the batch stays queued); refused events are dropped and counted. */
+  async function writeOneByOne(batch: UsageEvent[], batchError: unknown): Promise<boolean> {
+    let refused = 0;
+    for (const event of batch) {
+      try {
+        await options.repository.insertMany([event]);
+      } catch (error) {
+        if (isDatabaseUnavailable(error)) return false;
+        refused += 1;
+      }
+    }
+    if (refused > 0) {
+      options.onDropped?.(refused);
+      options.logger.error({ err: batchError, dropped: refused }, 'usage events refused by the database were dropped');
+    }
+    return true;
   }
 
   function flush(): Promise<void> {
@@ -36,7 +60,7 @@ export function createUsageRecorder(options: { repository: UsageRepository; logg
 
   return {
     record(event: UsageEvent): void {
-      queue.push(event);
+      queue.push(storable(event));
       if (queue.length > maximumQueuedEvents) {
         const dropped = queue.length - maximumQueuedEvents;
         queue = queue.slice(dropped);
@@ -57,3 +81,14 @@ export function createUsageRecorder(options: { repository: UsageRepository; logg
 }
 
 export type UsageRecorder = ReturnType<typeof createUsageRecorder>;
+
+/** The strings that come from outside (a caller's model name, vLLM's finish reason) without U+0000, which PostgreSQL cannot store. */
+function storable(event: UsageEvent): UsageEvent {
+  const model = withoutNul(event.model);
+  const finishReason = event.finishReason === null ? null : withoutNul(event.finishReason);
+  return model === event.model && finishReason === event.finishReason ? event : { ...event, model, finishReason };
+}
+
+function withoutNul(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '') : text;
+}
