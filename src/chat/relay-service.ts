@@ -243,6 +243,9 @@ export function createRelayService(dependencies: {
     }
 
     if (input.ready !== undefined) {
+      // A body that fails while we wait (the client left, vLLM cut it) must not be an unheard
+      // 'error'; whoever reads it next still sees the failure.
+      upstream.body.on('error', () => undefined);
       try {
         await input.ready;
       } catch (error) {

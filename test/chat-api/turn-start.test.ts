@@ -14,6 +14,8 @@ import {
   getConversation,
   marker,
   newUser,
+  eventually,
+  OpenStream,
   sleep,
   startChatGateway,
   streamTurn,
@@ -22,6 +24,8 @@ import {
 
 /** Content that the trigger below refuses to store, standing in for any failed write. */
 const unstorable = 'refuse-to-store-this-turn';
+/** Content whose write the trigger below slows down, standing in for a busy database. */
+const slowToStore = 'slow-to-store-this-turn';
 
 describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
   let gateway: ChatGateway;
@@ -35,6 +39,7 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
         `CREATE FUNCTION refuse_marked_message() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
            IF NEW.content LIKE '%${unstorable}%' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+           IF NEW.content LIKE '%${slowToStore}%' THEN PERFORM pg_sleep(0.4); END IF;
            RETURN NEW;
          END $$;
          CREATE TRIGGER refuse_marked_message BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_marked_message();`,
@@ -112,6 +117,34 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
     expect((await getConversation(gateway.app, user.token, conversation.id)).message_count).toBe(0);
   });
 
+  // PGlite runs inside the gateway's process and cannot be slow without stopping it, so a write
+  // that is still running while the client leaves exists only with a PostgreSQL server.
+  if (backend === 'real') it('a client that leaves while its turn is still being written: the turn is kept as interrupted, vLLM cut', async () => {
+    const user = await newUser(gateway.app);
+    const content = `${marker('slow')} ${slowToStore}`;
+    const abortsBefore = gateway.simulator.stats().finished.abort;
+    const stream = new OpenStream({ url: gateway.url, path: '/api/chat', token: user.token, body: { messages: [{ role: 'user', content }], max_tokens: 20 } });
+    // vLLM has answered its headers by now; the gateway is waiting for the write, the body unread.
+    await eventually(async () => generationRequestsWith(gateway.simulator, content).length, (count) => count === 1);
+    await sleep(100);
+    stream.destroy();
+    await stream.finish();
+    expect(stream.text).toBe('');
+
+    await gateway.simulator.waitForStats((stats) => stats.finished.abort > abortsBefore && stats.running === 0, 3000);
+    const stored = await eventually(
+      () => conversationMessages(gateway, user.userId),
+      (messages) => messages.length === 2 && messages[1]!.status !== 'streaming',
+    );
+    expect(stored.map((message) => [message.role, message.status])).toEqual([
+      ['user', 'complete'],
+      ['assistant', 'interrupted'],
+    ]);
+    // Still serving.
+    const next = await streamTurn(gateway, { token: user.token, body: { messages: [{ role: 'user', content: marker('after') }], max_tokens: 2 } });
+    expect(next.done).toBe(true);
+  });
+
   it('text with a NUL character, which PostgreSQL cannot store, is a 400 and no stream — also in a title', async () => {
     const user = await newUser(gateway.app);
     for (const path of ['/api/chat', '/api/chat/completions']) {
@@ -124,3 +157,14 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
     expect(await conversationCount(gateway.app, user.userId)).toEqual({ conversations: 0, messages: 0 });
   });
 });
+
+/** A user's stored messages in order, read from the database (the client never learned the ids). */
+function conversationMessages(gateway: ChatGateway, userId: string) {
+  return gateway.app.gateway.database.db
+    .selectFrom('messages')
+    .innerJoin('conversations', 'conversations.id', 'messages.conversation_id')
+    .select(['messages.role', 'messages.status'])
+    .where('conversations.user_id', '=', userId)
+    .orderBy('messages.position')
+    .execute();
+}
