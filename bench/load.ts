@@ -6,10 +6,12 @@ export interface Target {
   url: string;
   headers: Record<string, string>;
   pool: Pool;
+  /** The process answering, when the benchmark started it: its CPU time is read from /proc. */
+  pid: number | null;
 }
 
-export function target(name: string, url: string, headers: Record<string, string> = {}): Target {
-  return { name, url, headers, pool: new Pool(url, { connections: 2048, pipelining: 1, keepAliveTimeout: 30_000 }) };
+export function target(name: string, url: string, headers: Record<string, string> = {}, pid: number | null = null): Target {
+  return { name, url, headers, pool: new Pool(url, { connections: 2048, pipelining: 1, keepAliveTimeout: 30_000 }), pid };
 }
 
 export function percentile(values: number[], p: number): number {

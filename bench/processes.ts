@@ -103,6 +103,13 @@ export function residentBytes(pid: number): number {
   return kilobytes * 1024;
 }
 
+/** CPU time a process has used so far (user + system), in milliseconds (Linux /proc; 10 ms ticks). */
+export function cpuMilliseconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  // utime and stime, fields 14 and 15 of stat; counted from the state field (3) here.
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * 10;
+}
+
 async function json<T>(url: string, init: { method?: string; body?: unknown; token?: string }): Promise<T> {
   const response = await fetch(url, {
     method: init.method ?? 'GET',

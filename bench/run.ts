@@ -49,11 +49,11 @@ async function main(): Promise<void> {
     const pacedCredentials = await credentials(pacedGateway.url);
     const targets = {
       fastDirect: target('simulator', fastSimulator.url),
-      fastGateway: target('gateway', fastGateway.url, { authorization: `Bearer ${fastCredentials.apiKey}` }),
-      proxy: target('minimal proxy', proxy.url),
-      pacedProxy: target('minimal proxy (paced)', pacedProxy.url),
+      fastGateway: target('gateway', fastGateway.url, { authorization: `Bearer ${fastCredentials.apiKey}` }, fastGateway.pid),
+      proxy: target('minimal proxy', proxy.url, {}, proxy.pid),
+      pacedProxy: target('minimal proxy (paced)', pacedProxy.url, {}, pacedProxy.pid),
       pacedDirect: target('simulator (paced)', pacedSimulator.url),
-      pacedGateway: target('gateway (paced)', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.apiKey}` }),
+      pacedGateway: target('gateway (paced)', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.apiKey}` }, pacedGateway.pid),
       pacedChat: target('gateway /api/chat', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.accessToken}` }),
     } satisfies Record<string, Target>;
 

@@ -1,7 +1,7 @@
 // The benchmark scenarios. Each measures the gateway against the simulator reached directly, in
 // the same run and interleaved, so the figures are differences and ratios that hold on a noisy machine.
 import { closedLoop, openLoop, percentile, timedRequest, timedStream, type StreamTiming, type Target } from './load.js';
-import { residentBytes } from './processes.js';
+import { cpuMilliseconds, residentBytes } from './processes.js';
 
 export interface Row {
   scenario: string;
@@ -60,15 +60,21 @@ export async function nonStreamingOverhead(input: { direct: Target; gateway: Tar
   const concurrency = quick ? 16 : 64;
   const roundMs = quick ? 1500 : 5000;
   const totals = { direct: 0, proxy: 0, gateway: 0 };
+  // CPU time per request of the proxy and the gateway: what each costs, whatever the machine's load.
+  const cpu = { proxy: new CpuMeter(proxy), gateway: new CpuMeter(gateway) };
   const rounds = quick ? 1 : 3;
   for (let roundIndex = 0; roundIndex < rounds; roundIndex += 1) {
     totals.direct += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(direct, '/v1/chat/completions', chat()) });
-    totals.proxy += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(proxy, '/v1/chat/completions', chat()) });
-    totals.gateway += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(gateway, '/v1/chat/completions', chat()) });
+    totals.proxy += await cpu.proxy.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.proxy.counted(timedRequest(proxy, '/v1/chat/completions', chat())) }));
+    totals.gateway += await cpu.gateway.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.gateway.counted(timedRequest(gateway, '/v1/chat/completions', chat())) }));
   }
   const throughput = { direct: totals.direct / rounds, proxy: totals.proxy / rounds, gateway: totals.gateway / rounds };
   rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'requests/s (direct | gateway)', direct: round(throughput.direct, 0), gateway: round(throughput.gateway, 0), result: round(throughput.gateway / throughput.direct), unit: '× direct', budget: '—' });
   rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'gateway ÷ minimal undici proxy', direct: round(throughput.proxy, 0), gateway: round(throughput.gateway, 0), result: round(throughput.gateway / throughput.proxy), unit: '×', budget: '≥ 0.8' });
+  const perRequest = { proxy: cpu.proxy.microsecondsEach(), gateway: cpu.gateway.microsecondsEach() };
+  if (perRequest.proxy !== null && perRequest.gateway !== null) {
+    rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'CPU per request, µs (minimal undici proxy | gateway)', direct: round(perRequest.proxy, 0), gateway: round(perRequest.gateway, 0), result: round(perRequest.gateway / perRequest.proxy), unit: '× the proxy', budget: '—' });
+  }
   return rows;
 }
 
@@ -110,8 +116,11 @@ export async function streamingOverhead(input: {
       );
     };
     const directRuns = await run(input.direct, '/v1/chat/completions');
-    const proxyRuns = input.proxy === undefined ? null : await run(input.proxy, '/v1/chat/completions');
-    const gatewayRuns = await run(input.gateway, path);
+    const proxyCpu = input.proxy === undefined ? null : new CpuMeter(input.proxy);
+    const gatewayCpu = new CpuMeter(input.gateway);
+    const proxyRuns = input.proxy === undefined || proxyCpu === null ? null : await proxyCpu.during(() => run(input.proxy!, '/v1/chat/completions'));
+    const gatewayRuns = await gatewayCpu.during(() => run(input.gateway, path));
+    const eventsOf = (runs: StreamTiming[]) => runs.reduce((total, stream) => total + stream.events.length, 0);
     const chunksOf = (stream: StreamTiming) => stream.events.filter((event) => event.includes('chat.completion.chunk')).length;
     const expectedChunks = directRuns[0] === undefined ? 0 : chunksOf(directRuns[0]);
     const lost = gatewayRuns.filter((stream) => chunksOf(stream) !== expectedChunks).length;
@@ -131,9 +140,48 @@ export async function streamingOverhead(input: {
       rows.push({ scenario, metric: 'time to first token p50, minimal undici proxy instead of the gateway', direct: round(ttft(directRuns, 50)), gateway: round(ttft(proxyRuns, 50)), result: round(ttft(proxyRuns, 50) - ttft(directRuns, 50)), unit: 'ms added by the proxy', budget: '—' });
       rows.push({ scenario, metric: 'inter-chunk gap p99, minimal undici proxy instead of the gateway', direct: round(gaps(directRuns, 99)), gateway: round(gaps(proxyRuns, 99)), result: round(gaps(proxyRuns, 99) - gaps(directRuns, 99)), unit: 'ms added by the proxy', budget: '—' });
     }
+    if (proxyRuns !== null && proxyCpu !== null) {
+      proxyCpu.add(eventsOf(proxyRuns));
+      gatewayCpu.add(eventsOf(gatewayRuns));
+      const perEvent = { proxy: proxyCpu.microsecondsEach(), gateway: gatewayCpu.microsecondsEach() };
+      if (perEvent.proxy !== null && perEvent.gateway !== null) {
+        rows.push({ scenario, metric: 'CPU per relayed event, µs (minimal undici proxy | gateway)', direct: round(perEvent.proxy, 1), gateway: round(perEvent.gateway, 1), result: round(perEvent.gateway / perEvent.proxy), unit: '× the proxy', budget: '—' });
+      }
+    }
     rows.push({ scenario, metric: `streams with a lost or extra chunk (of ${gatewayRuns.length}, ${expectedChunks} chunks each)`, direct: 0, gateway: lost, result: lost, unit: 'streams', budget: '0' });
   }
   return rows;
+}
+
+/** CPU time a target's process spent during measured work, per unit of work (a request or an event). */
+class CpuMeter {
+  private milliseconds = 0;
+  private units = 0;
+
+  constructor(private readonly measured: Target) {}
+
+  async during<T>(work: () => Promise<T>): Promise<T> {
+    if (this.measured.pid === null) return work();
+    const before = cpuMilliseconds(this.measured.pid);
+    const result = await work();
+    this.milliseconds += cpuMilliseconds(this.measured.pid) - before;
+    return result;
+  }
+
+  async counted<T>(unit: Promise<T>, count = 1): Promise<T> {
+    const result = await unit;
+    this.units += count;
+    return result;
+  }
+
+  add(count: number): void {
+    this.units += count;
+  }
+
+  /** Null when there is nothing to go by: no process, no work, or too few 10 ms ticks to be within 2 %. */
+  microsecondsEach(): number | null {
+    return this.measured.pid === null || this.units === 0 || this.milliseconds < 500 ? null : (this.milliseconds * 1000) / this.units;
+  }
 }
 
 export async function concurrencyAndMemory(input: { gateway: Target; gatewayPid: number; streams: number }): Promise<Row[]> {
