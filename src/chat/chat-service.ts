@@ -157,6 +157,8 @@ export function createChatService(dependencies: {
     } finally {
       generation?.release();
     }
+    // A client that left before vLLM answered ends the relay without it waiting for the write.
+    await written?.catch(() => undefined);
     await save({ ...describeEnding(result), requestId: request.id, model: result.model ?? model, result });
     return result;
   }

@@ -145,6 +145,31 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
     expect(next.done).toBe(true);
   });
 
+  if (backend === 'real') it('a client that leaves before vLLM answers, while its turn is still being written: the turn ends interrupted, not streaming', async () => {
+    const user = await newUser(gateway.app);
+    const content = `${marker('early-leave')} ${slowToStore}`;
+    // vLLM takes a second for its headers; the write takes 0.4 s; the client leaves at 0.1 s.
+    gateway.simulator.setFault({ delay_ms: 1000 });
+    try {
+      const stream = new OpenStream({ url: gateway.url, path: '/api/chat', token: user.token, body: { messages: [{ role: 'user', content }], max_tokens: 5 } });
+      await sleep(100);
+      stream.destroy();
+      await stream.finish();
+      await eventually(
+        () => conversationMessages(gateway, user.userId),
+        (messages) => messages.length === 2,
+      );
+      // Whatever ran first, the write or the ending, the assistant message must not stay `streaming`.
+      await sleep(600);
+      expect((await conversationMessages(gateway, user.userId)).map((message) => [message.role, message.status])).toEqual([
+        ['user', 'complete'],
+        ['assistant', 'interrupted'],
+      ]);
+    } finally {
+      gateway.simulator.setFault(null);
+    }
+  });
+
   it('text with a NUL character, which PostgreSQL cannot store, is a 400 and no stream — also in a title', async () => {
     const user = await newUser(gateway.app);
     for (const path of ['/api/chat', '/api/chat/completions']) {
