@@ -82,16 +82,20 @@ export async function writeTurnStart(db: Database, input: TurnStart): Promise<bo
   }
 
   // One INSERT for the whole turn, in order, so `position` (an identity) follows the conversation.
-  const rows = [
-    ...input.messages.map((message, index) => sql`(${index}, ${ids.messageIds[index]}::uuid, ${message.role}, ${message.content}::text, 'complete', NULL::text)`),
-    sql`(${input.messages.length}, ${ids.assistantMessageId}::uuid, 'assistant', '', 'streaming', ${input.model}::text)`,
+  // The rows travel as five array parameters, however many messages the turn has.
+  const entries = [
+    ...input.messages.map((message, index) => ({ id: ids.messageIds[index] ?? null, role: message.role, content: message.content, status: 'complete', model: null })),
+    { id: ids.assistantMessageId, role: 'assistant', content: '', status: 'streaming', model: input.model },
   ];
   const result = await sql<{ id: string }>`
     WITH ${claim} ${conversation},
     turn AS (
       INSERT INTO messages (id, conversation_id, role, content, status, model, request_id)
       SELECT entry.id, conversation.id, entry.role, entry.content, entry.status, entry.model, ${input.requestId}
-      FROM conversation, (VALUES ${sql.join(rows)}) AS entry (ordinal, id, role, content, status, model)
+      FROM conversation,
+        unnest(${entries.map((entry) => entry.id)}::uuid[], ${entries.map((entry) => entry.role)}::text[], ${entries.map((entry) => entry.content)}::text[],
+               ${entries.map((entry) => entry.status)}::text[], ${entries.map((entry) => entry.model)}::text[])
+          WITH ORDINALITY AS entry (id, role, content, status, model, ordinal)
       ORDER BY entry.ordinal
       RETURNING 1
     )

@@ -73,6 +73,17 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
     expect(conversation.message_count).toBe(5);
   });
 
+  it('keeps the order of a long turn (12 messages: past the single digits)', async () => {
+    const user = await newUser(gateway.app);
+    const messages = Array.from({ length: 12 }, (_, index) => ({ role: index % 2 === 0 ? 'user' : 'assistant', content: marker(`m${index}`) }));
+    messages[11] = { role: 'user', content: marker('last') };
+    const stream = await streamTurn(gateway, { token: user.token, body: { messages, max_tokens: 2 } });
+    expect(stream.done).toBe(true);
+    const stored = await allMessages(gateway.app, user.token, stream.opening!.conversation_id!);
+    expect(stored.map((message) => message.content)).toEqual([...messages.map((message) => message.content), stream.content]);
+    expect(stored.at(-1)!.id).toBe(stream.opening!.assistant_message_id);
+  });
+
   it('appends to an existing conversation after what it holds, and counts the new messages', async () => {
     const user = await newUser(gateway.app);
     const conversation = await createConversation(gateway.app, user.token, { title: 'appending' });
