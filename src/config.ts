@@ -19,8 +19,6 @@ export interface Config {
   host: string;
   port: number;
   logLevel: (typeof logLevels)[number];
-  /** Log lines reach stdout in batches at most this old; 0 writes each line at once. */
-  logFlushIntervalMs: number;
   debug: boolean;
   dataDirectory: string;
   bodyLimitBytes: number;
@@ -138,7 +136,6 @@ export function parseConfig(environment: Environment): LoadedConfig {
     host: read.string('HOST', '0.0.0.0'),
     port: read.integer('PORT', { fallback: 8080, min: 0, max: 65_535 }),
     logLevel: read.oneOf('LOG_LEVEL', logLevels, debug ? 'debug' : 'info'),
-    logFlushIntervalMs: read.integer('LOG_FLUSH_INTERVAL_MS', { fallback: 100, min: 0, max: 10_000 }),
     debug,
     dataDirectory: resolve(read.string('DATA_DIR', './data')),
     bodyLimitBytes: read.integer('BODY_LIMIT_BYTES', { fallback: 1_048_576, min: 1024, max: 104_857_600 }),

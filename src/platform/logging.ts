@@ -1,7 +1,7 @@
 // Logger options: pino JSON lines, secrets redacted, pretty output only in development on a terminal.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { destination as sonicDestination, pino, type DestinationStream, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import type { Config } from '../config.js';
 
 /**
@@ -48,37 +48,9 @@ export function createLogger(options: { config: Config; destination?: Destinatio
         ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' } } }
         : {}),
     },
-    options.destination ?? (pretty || options.config.logFlushIntervalMs === 0 ? undefined : batchedStdout(options.config.logFlushIntervalMs)),
+    options.destination,
   );
 }
-
-/** Lines buffered up to this many bytes before a write, unless the interval comes first. */
-const batchBytes = 4096;
-
-/**
- * stdout written once per 4 KiB or per interval instead of once per line: at a few thousand
- * requests a second, a write per access-log line cost a tenth of the gateway's throughput.
- */
-function batchedStdout(intervalMs: number): DestinationStream {
-  // One per process and interval: every logger of the process shares it, and one exit hook.
-  let stream = batchedStreams.get(intervalMs);
-  if (stream === undefined) {
-    const created = sonicDestination({ dest: 1, sync: true, minLength: batchBytes, periodicFlush: intervalMs });
-    // Also after an uncaught exception ('exit' still runs); only a process killed outright loses the last lines.
-    process.once('exit', () => {
-      try {
-        created.flushSync();
-      } catch {
-        // stdout already closed: nothing can be written anyway.
-      }
-    });
-    batchedStreams.set(intervalMs, created);
-    stream = created;
-  }
-  return stream;
-}
-
-const batchedStreams = new Map<number, ReturnType<typeof sonicDestination>>();
 
 /** A well-formed incoming X-Request-Id is kept so logs correlate across hops; anything else is replaced. */
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
