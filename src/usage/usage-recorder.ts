@@ -3,7 +3,6 @@
 // dropped and counted past the bound) and the next flush retries. An event PostgreSQL refuses for
 // what it holds is dropped alone: it must never hold back everyone's usage behind it.
 import type { Logger } from 'pino';
-import { isDatabaseUnavailable } from '../platform/database-errors.js';
 import type { UsageEvent, UsageRepository } from './usage-repository.js';
 
 const maximumQueuedEvents = 50_000;
@@ -16,36 +15,43 @@ export function createUsageRecorder(options: { repository: UsageRepository; logg
   async function writeQueued(): Promise<void> {
     while (queue.length > 0) {
       const batch = queue.slice(0, batchSize);
+      let handled = batch.length;
       try {
         await options.repository.insertMany(batch);
       } catch (error) {
-        if (isDatabaseUnavailable(error)) {
+        if (!refusedForContent(error)) {
           options.logger.warn({ err: error, queued: queue.length }, 'usage events not written; will retry');
           return;
         }
-        // Refused for its content, the batch would be refused forever: write its events one by one.
-        if (!(await writeOneByOne(batch, error))) return;
+        // Refused for what it holds, the batch would be refused forever: its events go one by one.
+        handled = await writeOneByOne(batch, error);
       }
-      queue = queue.slice(batch.length);
+      queue = queue.slice(handled);
+      if (handled < batch.length) return;
     }
   }
 
-  /** False when the database went away meanwhile (the batch stays queued); refused events are dropped and counted. */
-  async function writeOneByOne(batch: UsageEvent[], batchError: unknown): Promise<boolean> {
+  /**
+   * How many of the batch's events are done with — written, or refused and dropped (counted) —
+   * before one failed for another reason (the database went away): that one and the rest stay queued.
+   */
+  async function writeOneByOne(batch: UsageEvent[], batchError: unknown): Promise<number> {
     let refused = 0;
+    let handled = 0;
     for (const event of batch) {
       try {
         await options.repository.insertMany([event]);
       } catch (error) {
-        if (isDatabaseUnavailable(error)) return false;
+        if (!refusedForContent(error)) break;
         refused += 1;
       }
+      handled += 1;
     }
     if (refused > 0) {
       options.onDropped?.(refused);
       options.logger.error({ err: batchError, dropped: refused }, 'usage events refused by the database were dropped');
     }
-    return true;
+    return handled;
   }
 
   function flush(): Promise<void> {
@@ -91,4 +97,10 @@ function storable(event: UsageEvent): UsageEvent {
 
 function withoutNul(text: string): string {
   return text.includes('\u0000') ? text.replaceAll('\u0000', '') : text;
+}
+
+/** SQLSTATE classes 22 (data exception) and 23 (integrity violation): the rows, not the moment, are at fault. */
+function refusedForContent(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
 }

@@ -5,9 +5,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backends } from '../helpers/environment.js';
 import { callGateway, newCaller, newRequestId, startRelay, usageEventsFor, type Relay } from '../helpers/relay-fixtures.js';
-import { createLogger } from '../../src/platform/logging.js';
 import { createUsageRecorder } from '../../src/usage/usage-recorder.js';
-import { createUsageRepository, type UsageEvent } from '../../src/usage/usage-repository.js';
+import { createUsageRepository, type UsageEvent, type UsageRepository } from '../../src/usage/usage-repository.js';
+import { pino } from 'pino';
 
 describe.each(backends)('usage recorder (%s)', (backend) => {
   let relay: Relay;
@@ -39,23 +39,8 @@ describe.each(backends)('usage recorder (%s)', (backend) => {
     const caller = await newCaller(relay.app);
     const repository = createUsageRepository(relay.app.gateway.database.db);
     const dropped: number[] = [];
-    const recorder = createUsageRecorder({ repository, logger: createLogger({ config: relay.testApp.config, pretty: false, destination: { write: () => undefined } }), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
-    const event = (requestId: string, promptTokens: number): UsageEvent => ({
-      createdAt: new Date(),
-      userId: caller.userId,
-      apiKeyId: null,
-      endpoint: 'chat.completions',
-      model: 'sim-llama-3-8b',
-      stream: false,
-      status: 'ok',
-      finishReason: 'stop',
-      promptTokens,
-      completionTokens: 1,
-      usageEstimated: false,
-      ttftMs: null,
-      durationMs: 1,
-      requestId,
-    });
+    const recorder = createUsageRecorder({ repository, logger: silentLogger(), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
+    const event = (requestId: string, promptTokens: number) => usageEvent(caller.userId, requestId, promptTokens);
     const before = `before-${randomUUID()}`;
     const refused = `refused-${randomUUID()}`;
     const later = `later-${randomUUID()}`;
@@ -72,4 +57,81 @@ describe.each(backends)('usage recorder (%s)', (backend) => {
     expect((await usageEventsFor(relay.app, later)).map((row) => row.prompt_tokens)).toEqual([4]);
     expect(await usageEventsFor(relay.app, refused)).toEqual([]);
   });
+
+  it('when the database goes away during the one-by-one writes, nothing is written twice and nothing is lost', async () => {
+    const caller = await newCaller(relay.app);
+    const real = createUsageRepository(relay.app.gateway.database.db);
+    // The real repository, except that the fourth call fails as a server shutting down would.
+    let calls = 0;
+    const repository: UsageRepository = {
+      ...real,
+      insertMany: async (events) => {
+        calls += 1;
+        if (calls === 4) throw Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' });
+        return real.insertMany(events);
+      },
+    };
+    const dropped: number[] = [];
+    const recorder = createUsageRecorder({ repository, logger: silentLogger(), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
+    const ids = { first: `first-${randomUUID()}`, refused: `refused-${randomUUID()}`, second: `second-${randomUUID()}`, third: `third-${randomUUID()}` };
+    recorder.record(usageEvent(caller.userId, ids.first, 3));
+    recorder.record(usageEvent(caller.userId, ids.refused, 1.5));
+    recorder.record(usageEvent(caller.userId, ids.second, 4));
+    recorder.record(usageEvent(caller.userId, ids.third, 5));
+    // Calls: the batch (refused), first, refused, second (the server went away).
+    await recorder.flush();
+    // The next flush writes what was left: second and third, once each.
+    await recorder.close();
+
+    expect(dropped).toEqual([1]);
+    for (const id of [ids.first, ids.second, ids.third]) expect(await usageEventsFor(relay.app, id)).toHaveLength(1);
+    expect(await usageEventsFor(relay.app, ids.refused)).toEqual([]);
+  });
+
+  it('a batch that fails for a passing reason (not its content) is kept whole and written later', async () => {
+    const caller = await newCaller(relay.app);
+    const real = createUsageRepository(relay.app.gateway.database.db);
+    let calls = 0;
+    const repository: UsageRepository = {
+      ...real,
+      insertMany: async (events) => {
+        calls += 1;
+        if (calls === 1) throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
+        return real.insertMany(events);
+      },
+    };
+    const dropped: number[] = [];
+    const recorder = createUsageRecorder({ repository, logger: silentLogger(), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
+    const ids = [`kept-${randomUUID()}`, `kept-${randomUUID()}`];
+    for (const id of ids) recorder.record(usageEvent(caller.userId, id, 2));
+    await recorder.flush();
+    expect(calls).toBe(1);
+    await recorder.close();
+
+    expect(dropped).toEqual([]);
+    for (const id of ids) expect(await usageEventsFor(relay.app, id)).toHaveLength(1);
+  });
 });
+
+function silentLogger() {
+  return pino({ level: 'silent' });
+}
+
+function usageEvent(userId: string, requestId: string, promptTokens: number): UsageEvent {
+  return {
+    createdAt: new Date(),
+    userId,
+    apiKeyId: null,
+    endpoint: 'chat.completions',
+    model: 'sim-llama-3-8b',
+    stream: false,
+    status: 'ok',
+    finishReason: 'stop',
+    promptTokens,
+    completionTokens: 1,
+    usageEstimated: false,
+    ttftMs: null,
+    durationMs: 1,
+    requestId,
+  };
+}
