@@ -5,6 +5,7 @@ import { sql, type Selectable, type Transaction } from 'kysely';
 import type { ConversationsTable, DatabaseTables, MessagesTable, MessageStatus } from '../platform/database-tables.js';
 import type { Database } from '../platform/database.js';
 import { GatewayError } from '../errors.js';
+import { storableOptionalText, storableText } from '../platform/storable-text.js';
 import { writeTurnStart, type TurnStart } from './turn-start.js';
 import { microsecondsSinceEpoch, timestampFromMicroseconds } from '../platform/sql-time.js';
 
@@ -155,11 +156,12 @@ export function createConversationsRepository(db: Database) {
       await db
         .updateTable('messages')
         .set({
-          content: outcome.content,
+          // vLLM's words as they came, less any U+0000 (which would make the whole answer unstorable).
+          content: storableText(outcome.content),
           status: outcome.status,
-          status_reason: outcome.statusReason,
-          finish_reason: outcome.finishReason,
-          model: outcome.model,
+          status_reason: storableOptionalText(outcome.statusReason),
+          finish_reason: storableOptionalText(outcome.finishReason),
+          model: storableOptionalText(outcome.model),
           prompt_tokens: outcome.promptTokens,
           completion_tokens: outcome.completionTokens,
           ttft_ms: outcome.ttftMs,

@@ -3,6 +3,7 @@
 // dropped and counted past the bound) and the next flush retries. An event PostgreSQL refuses for
 // what it holds is dropped alone: it must never hold back everyone's usage behind it.
 import type { Logger } from 'pino';
+import { storableOptionalText, storableText } from '../platform/storable-text.js';
 import type { UsageEvent, UsageRepository } from './usage-repository.js';
 
 const maximumQueuedEvents = 50_000;
@@ -88,15 +89,11 @@ export function createUsageRecorder(options: { repository: UsageRepository; logg
 
 export type UsageRecorder = ReturnType<typeof createUsageRecorder>;
 
-/** The strings that come from outside (a caller's model name, vLLM's finish reason) without U+0000, which PostgreSQL cannot store. */
+/** The strings that come from outside (a caller's model name, vLLM's finish reason), storable. */
 function storable(event: UsageEvent): UsageEvent {
-  const model = withoutNul(event.model);
-  const finishReason = event.finishReason === null ? null : withoutNul(event.finishReason);
+  const model = storableText(event.model);
+  const finishReason = storableOptionalText(event.finishReason);
   return model === event.model && finishReason === event.finishReason ? event : { ...event, model, finishReason };
-}
-
-function withoutNul(text: string): string {
-  return text.includes('\u0000') ? text.replaceAll('\u0000', '') : text;
 }
 
 /** SQLSTATE classes 22 (data exception) and 23 (integrity violation): the rows, not the moment, are at fault. */

@@ -2,6 +2,7 @@
 // in order with the ids the stream announced; a turn that cannot be written is never answered —
 // no byte of the stream, vLLM's request cut, nothing half stored — and the caller's limits are whole.
 import { sql } from 'kysely';
+import { createConversationsRepository } from '../../src/conversations/repository.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backends } from '../helpers/environment.js';
 import {
@@ -191,6 +192,27 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
     const titled = await call(gateway, { path: '/api/conversations', token: user.token, body: { title: 'before\u0000after' } });
     expectErrorReply(titled, 400, 'validation_failed');
     expect(await conversationCount(gateway.app, user.userId)).toEqual({ conversations: 0, messages: 0 });
+  });
+
+  it('an answer with U+0000 from vLLM is stored without it, instead of not at all', async () => {
+    const user = await newUser(gateway.app);
+    const stream = await streamTurn(gateway, { token: user.token, body: { messages: [{ role: 'user', content: marker('nul-answer') }], max_tokens: 2 } });
+    const messageId = stream.opening!.assistant_message_id!;
+    const repository = createConversationsRepository(gateway.app.gateway.database.db);
+    await repository.finishAssistant(messageId, {
+      content: 'before\u0000after',
+      status: 'complete',
+      statusReason: null,
+      finishReason: 'st\u0000op',
+      model: 'sim\u0000model',
+      promptTokens: 1,
+      completionTokens: 2,
+      ttftMs: 1,
+      durationMs: 2,
+      requestId: 'nul-answer',
+    });
+    const stored = (await allMessages(gateway.app, user.token, stream.opening!.conversation_id!)).at(-1)!;
+    expect([stored.content, stored.finish_reason, stored.model, stored.status]).toEqual(['beforeafter', 'stop', 'simmodel', 'complete']);
   });
 });
 
