@@ -105,7 +105,9 @@ export function residentBytes(pid: number): number {
 
 /** CPU time a process has used so far (user + system), in milliseconds (Linux /proc; 10 ms ticks). */
 export function cpuMilliseconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // After the last ')': the command name before it may hold spaces and parentheses.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime, fields 14 and 15 of stat; counted from the state field (3) here.
   return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * 10;
 }
