@@ -59,7 +59,12 @@ const keys = {
   user: (userId: string) => `auth:user:v2:${userId}`,
   session: (sessionId: string) => `auth:session:${sessionId}`,
   apiKey: (keyHash: string) => `auth:key:${keyHash}`,
+  /** Bumped by every change of the entry, before the entry is dropped or overwritten (see publishChange). */
+  changes: (entryKey: string) => `${entryKey}:changes`,
 };
+
+/** Longer than any read of PostgreSQL can take, so a reader's marker cannot expire and come back equal. */
+const changeMarkerTtlMs = 10 * 60 * 1000;
 
 export function createAccessState(options: {
   store: KeyValueStore;
@@ -76,9 +81,25 @@ export function createAccessState(options: {
     logger.warn({ err: error }, 'store unreachable: access checks read PostgreSQL');
   }
 
-  /** Writes cache entries without making the request wait; a failed write only costs a later miss. */
-  function remember(entries: Array<[string, string, number]>): void {
-    for (const [key, value, ttlMs] of entries) store.set(key, value, { ttlMs }).catch(() => undefined);
+  /**
+   * Fills cache entries from a PostgreSQL read, without making the request wait — unless a change
+   * was published since the read began (its marker moved): then the read may predate the change,
+   * and writing it back would serve the old state for the entry's lifetime. A failed write only
+   * costs a later miss.
+   */
+  function fillCache(entries: Array<{ key: string; value: string; marker: string | null }>): void {
+    for (const entry of entries) {
+      store.setUnlessChanged({ key: entry.key, value: entry.value, ttlMs: stateTtlMs, markerKey: keys.changes(entry.key), marker: entry.marker }).catch(() => undefined);
+    }
+  }
+
+  /** The change markers of entries about to be read from PostgreSQL; null when the store is not answering (nothing is filled then). */
+  async function markersBeforeRead(entryKeys: string[]): Promise<Array<string | null> | null> {
+    try {
+      return await store.getMany(entryKeys.map(keys.changes));
+    } catch {
+      return null;
+    }
   }
 
   const judged = new BoundedMap<string, JudgedAccess>(judgedLimit);
@@ -101,12 +122,36 @@ export function createAccessState(options: {
     return started;
   }
 
+  /** A user's (and a session's) state from PostgreSQL, cached as read if nothing changed meanwhile. */
   function loadAccessState(userId: string, sessionId: string | null) {
-    return loadOnce(`state:${userId}:${sessionId ?? ''}`, () => readAccessState(userId, sessionId));
+    return loadOnce(`state:${userId}:${sessionId ?? ''}`, async () => {
+      const entryKeys = sessionId === null ? [keys.user(userId)] : [keys.user(userId), keys.session(sessionId)];
+      const markers = await markersBeforeRead(entryKeys);
+      const state = await readAccessState(userId, sessionId);
+      if (state === null) return null;
+      const userValue = JSON.stringify(state.user);
+      const sessionValue = state.sessionActive ? 'active' : 'revoked';
+      if (markers !== null) {
+        fillCache([
+          { key: keys.user(userId), value: userValue, marker: markers[0] ?? null },
+          ...(sessionId === null ? [] : [{ key: keys.session(sessionId), value: sessionValue, marker: markers[1] ?? null }]),
+        ]);
+      }
+      return { ...state, userValue, sessionValue };
+    });
   }
 
-  function findApiKey(keyHash: string) {
-    return loadOnce(`key:${keyHash}`, () => apiKeys.findByHash(keyHash));
+  /** An API key's state from PostgreSQL, cached as read if nothing changed meanwhile; null for an unknown key. */
+  function loadApiKey(keyHash: string) {
+    return loadOnce(`key:${keyHash}`, async () => {
+      const markers = await markersBeforeRead([keys.apiKey(keyHash)]);
+      const record = await apiKeys.findByHash(keyHash);
+      if (record === undefined) return null;
+      const keyState: ApiKeyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
+      const keyValue = JSON.stringify(keyState);
+      if (markers !== null) fillCache([{ key: keys.apiKey(keyHash), value: keyValue, marker: markers[0] ?? null }]);
+      return { keyState, keyValue };
+    });
   }
 
   async function readAccessState(userId: string, sessionId: string | null) {
@@ -159,12 +204,8 @@ export function createAccessState(options: {
       if (state === null) throw new GatewayError('invalid_token', 'Credentials are no longer valid');
       user = state.user;
       sessionActive = state.sessionActive;
-      userValue = JSON.stringify(user);
-      sessionValue = sessionActive ? 'active' : 'revoked';
-      remember([
-        [keys.user(claims.userId), userValue, stateTtlMs],
-        [keys.session(claims.sessionId), sessionValue, stateTtlMs],
-      ]);
+      userValue = state.userValue;
+      sessionValue = state.sessionValue;
     }
     if (!sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
     const judgedUser = judgeUser(user, claims.tokenVersion);
@@ -218,11 +259,10 @@ export function createAccessState(options: {
     }
     let keyState = keyValue === null ? null : (JSON.parse(keyValue) as ApiKeyState);
     if (keyState === null) {
-      const record = await findApiKey(keyHash);
-      if (record === undefined) throw invalid();
-      keyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
-      keyValue = JSON.stringify(keyState);
-      if (storeWorks) remember([[keys.apiKey(keyHash), keyValue, stateTtlMs]]);
+      const loaded = await loadApiKey(keyHash);
+      if (loaded === null) throw invalid();
+      keyState = loaded.keyState;
+      keyValue = loaded.keyValue;
     }
     if (keyState.revoked || (keyState.expiresAt !== null && keyState.expiresAt <= Date.now())) throw invalid();
     if (knownOwner !== keyState.userId) {
@@ -242,8 +282,7 @@ export function createAccessState(options: {
       const state = await loadAccessState(keyState.userId, null);
       if (state === null) throw invalid();
       user = state.user;
-      userValue = JSON.stringify(user);
-      if (storeWorks) remember([[keys.user(keyState.userId), userValue, stateTtlMs]]);
+      userValue = state.userValue;
     }
     if (user.status !== 'active') throw invalid();
     const granted = { userId: keyState.userId, role: user.role, limits: user.limits };
@@ -275,9 +314,27 @@ export function createAccessState(options: {
       const ttlMs = Math.max(1000, change.deniedToken.expiresAt * 1000 - Date.now() + 60_000);
       writes.push(store.set(keys.deniedToken(change.deniedToken.tokenId), '1', { ttlMs }));
     }
-    if (change.userId !== undefined) writes.push(store.delete(keys.user(change.userId)));
-    for (const sessionId of change.revokedSessionIds ?? []) writes.push(store.set(keys.session(sessionId), 'revoked', { ttlMs: revokedTtlMs }));
-    for (const keyHash of change.apiKeyHashes ?? []) writes.push(store.delete(keys.apiKey(keyHash)));
+    // The marker first, then the entry: a read that began before the change can no longer fill the
+    // entry once the marker moved, and one that filled it before is dropped or overwritten here.
+    const afterMarker = async (entryKey: string, write: () => Promise<void>) => {
+      try {
+        await store.increment(keys.changes(entryKey), { ttlMs: changeMarkerTtlMs });
+      } finally {
+        await write();
+      }
+    };
+    if (change.userId !== undefined) {
+      const entry = keys.user(change.userId);
+      writes.push(afterMarker(entry, () => store.delete(entry)));
+    }
+    for (const sessionId of change.revokedSessionIds ?? []) {
+      const entry = keys.session(sessionId);
+      writes.push(afterMarker(entry, () => store.set(entry, 'revoked', { ttlMs: revokedTtlMs })));
+    }
+    for (const keyHash of change.apiKeyHashes ?? []) {
+      const entry = keys.apiKey(keyHash);
+      writes.push(afterMarker(entry, () => store.delete(entry)));
+    }
     const results = await Promise.allSettled(writes);
     const failed = results.find((result) => result.status === 'rejected');
     if (failed !== undefined) storeFailed(failed.reason);

@@ -18,6 +18,12 @@ export interface KeyValueStore {
   /** Sets a value, optionally expiring after ttlMs milliseconds. */
   set(key: string, value: string, options?: { ttlMs?: number }): Promise<void>;
   delete(key: string): Promise<void>;
+  /**
+   * Sets a value only while `markerKey` still holds `marker` (null: still absent). A cache filled
+   * from a read that began before a change must not overwrite what the change wrote or deleted:
+   * the writer of the change bumps the marker first. True when the value was written.
+   */
+  setUnlessChanged(entry: { key: string; value: string; ttlMs: number; markerKey: string; marker: string | null }): Promise<boolean>;
   /** Adds `amount` to an integer counter and returns the new value; a new counter expires after ttlMs. */
   increment(key: string, options: { amount?: number; ttlMs: number }): Promise<number>;
   publish(channel: string, message: string): Promise<void>;

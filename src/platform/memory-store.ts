@@ -49,6 +49,11 @@ export function createMemoryStore(): KeyValueStore {
       entries.delete(key);
       return Promise.resolve();
     },
+    setUnlessChanged(entry) {
+      if ((live(entry.markerKey)?.value ?? null) !== entry.marker) return Promise.resolve(false);
+      entries.set(entry.key, { value: entry.value, expiresAt: Date.now() + entry.ttlMs });
+      return Promise.resolve(true);
+    },
     increment(key, options) {
       const entry = live(key);
       const next = (entry === undefined ? 0 : Number(entry.value)) + (options.amount ?? 1);

@@ -42,9 +42,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
   // Scripts are sent once and then run by their SHA (EVALSHA): a request carries its arguments only.
   client.defineCommand('gatewayAdmit', { lua: admissionScript });
   client.defineCommand('gatewaySettle', { lua: settleScript });
+  client.defineCommand('gatewaySetUnlessChanged', { lua: setUnlessChangedScript, numberOfKeys: 2 });
   const scripts = client as unknown as {
     gatewayAdmit(...keysAndArguments: Array<string | number>): Promise<unknown>;
     gatewaySettle(...keysAndArguments: Array<string | number>): Promise<unknown>;
+    gatewaySetUnlessChanged(...keysAndArguments: Array<string | number>): Promise<unknown>;
   };
   // Connection errors are reported by the commands that fail and by /health; without a listener
   // ioredis would print each reconnect attempt.
@@ -82,6 +84,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
     },
     async delete(name) {
       await client.del(key(name));
+    },
+    async setUnlessChanged(entry) {
+      const ttlMs = Math.max(1, Math.ceil(entry.ttlMs));
+      const written = await scripts.gatewaySetUnlessChanged(key(entry.key), key(entry.markerKey), entry.value, ttlMs, entry.marker === null ? 0 : 1, entry.marker ?? '');
+      return written === 1;
     },
     async increment(name, incrementOptions) {
       // One round trip: INCRBY, then set the expiry only if the key had none (a new counter).
@@ -149,3 +156,15 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
     },
   };
 }
+
+/** KEYS: value, marker. ARGV: value, ttl ms, 1 if a marker value is expected (else absent), that value. */
+const setUnlessChangedScript = `
+local current = redis.call('GET', KEYS[2])
+if ARGV[3] == '1' then
+  if current ~= ARGV[4] then return 0 end
+elseif current then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`;

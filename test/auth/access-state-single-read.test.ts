@@ -53,7 +53,12 @@ const cacheKeys = {
 function watchStore(store: KeyValueStore) {
   let answeredReads = 0;
   const waiters: Array<{ count: number; resolve: () => void }> = [];
-  const pendingWrites = new Set<Promise<void>>();
+  const pendingWrites = new Set<Promise<unknown>>();
+  function track<T>(write: Promise<T>): Promise<T> {
+    pendingWrites.add(write);
+    void write.finally(() => pendingWrites.delete(write)).catch(() => undefined);
+    return write;
+  }
   const watched: KeyValueStore = Object.assign(Object.create(store) as KeyValueStore, {
     kind: store.kind,
     async getMany(keys: string[]) {
@@ -68,10 +73,10 @@ function watchStore(store: KeyValueStore) {
       return values;
     },
     set(key: string, value: string, options?: { ttlMs?: number }) {
-      const write = store.set(key, value, options);
-      pendingWrites.add(write);
-      void write.finally(() => pendingWrites.delete(write)).catch(() => undefined);
-      return write;
+      return track(store.set(key, value, options));
+    },
+    setUnlessChanged(entry: Parameters<KeyValueStore['setUnlessChanged']>[0]) {
+      return track(store.setUnlessChanged(entry));
     },
   });
   return {
