@@ -122,11 +122,15 @@ export function createAccessState(options: {
     return started;
   }
 
-  /** A user's (and a session's) state from PostgreSQL, cached as read if nothing changed meanwhile. */
-  function loadAccessState(userId: string, sessionId: string | null) {
+  /**
+   * A user's (and a session's) state from PostgreSQL, cached as read if nothing changed meanwhile.
+   * `fill` is false when the store just failed: it is not asked again (a slow store would make the
+   * read wait for a second timeout), and nothing is cached.
+   */
+  function loadAccessState(userId: string, sessionId: string | null, fill: boolean) {
     return loadOnce(`state:${userId}:${sessionId ?? ''}`, async () => {
       const entryKeys = sessionId === null ? [keys.user(userId)] : [keys.user(userId), keys.session(sessionId)];
-      const markers = await markersBeforeRead(entryKeys);
+      const markers = fill ? await markersBeforeRead(entryKeys) : null;
       const state = await readAccessState(userId, sessionId);
       if (state === null) return null;
       const userValue = JSON.stringify(state.user);
@@ -142,9 +146,9 @@ export function createAccessState(options: {
   }
 
   /** An API key's state from PostgreSQL, cached as read if nothing changed meanwhile; null for an unknown key. */
-  function loadApiKey(keyHash: string) {
+  function loadApiKey(keyHash: string, fill: boolean) {
     return loadOnce(`key:${keyHash}`, async () => {
-      const markers = await markersBeforeRead([keys.apiKey(keyHash)]);
+      const markers = fill ? await markersBeforeRead([keys.apiKey(keyHash)]) : null;
       const record = await apiKeys.findByHash(keyHash);
       if (record === undefined) return null;
       const keyState: ApiKeyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
@@ -188,7 +192,7 @@ export function createAccessState(options: {
       cached = await store.getMany([keys.deniedToken(claims.tokenId), keys.user(claims.userId), keys.session(claims.sessionId)]);
     } catch (error) {
       storeFailed(error);
-      const state = await loadAccessState(claims.userId, claims.sessionId);
+      const state = await loadAccessState(claims.userId, claims.sessionId, false);
       if (state === null || !state.sessionActive) throw new GatewayError('invalid_token', 'Access token has been revoked');
       const user = judgeUser(state.user, claims.tokenVersion);
       return { userId: claims.userId, role: user.role, limits: user.limits };
@@ -200,7 +204,7 @@ export function createAccessState(options: {
     let user = userValue === null ? null : (JSON.parse(userValue) as UserState);
     let sessionActive = sessionValue === null ? null : sessionValue === 'active';
     if (user === null || sessionActive === null) {
-      const state = await loadAccessState(claims.userId, claims.sessionId);
+      const state = await loadAccessState(claims.userId, claims.sessionId, true);
       if (state === null) throw new GatewayError('invalid_token', 'Credentials are no longer valid');
       user = state.user;
       sessionActive = state.sessionActive;
@@ -259,7 +263,7 @@ export function createAccessState(options: {
     }
     let keyState = keyValue === null ? null : (JSON.parse(keyValue) as ApiKeyState);
     if (keyState === null) {
-      const loaded = await loadApiKey(keyHash);
+      const loaded = await loadApiKey(keyHash, storeWorks);
       if (loaded === null) throw invalid();
       keyState = loaded.keyState;
       keyValue = loaded.keyValue;
@@ -279,7 +283,7 @@ export function createAccessState(options: {
     }
     let user = userValue === null ? null : (JSON.parse(userValue) as UserState);
     if (user === null) {
-      const state = await loadAccessState(keyState.userId, null);
+      const state = await loadAccessState(keyState.userId, null, storeWorks);
       if (state === null) throw invalid();
       user = state.user;
       userValue = state.userValue;
