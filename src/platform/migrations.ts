@@ -62,8 +62,16 @@ export function createMigrationRunner(options: { database: DatabaseHandle; direc
   });
 
   async function run(action: () => Promise<MigrationResultSet>): Promise<string[]> {
-    await ensureSchema(database);
-    const { error, results } = await action();
+    let outcome: MigrationResultSet;
+    for (let attempt = 1; ; attempt += 1) {
+      await ensureSchema(database);
+      outcome = await action();
+      // Kysely looks for its table through every schema's privileges; a schema another process drops
+      // meanwhile (tests, or another application on the server) fails that lookup, not our migration.
+      if (attempt < 3 && isAnotherSchemaGone(outcome.error, database.schema)) continue;
+      break;
+    }
+    const { error, results } = outcome;
     if (error !== undefined) {
       const failed = results?.find((result) => result.status === 'Error');
       throw new Error(`Migration ${failed?.migrationName ?? ''} failed: ${describe(error)}`, { cause: error });
@@ -98,6 +106,12 @@ export async function createMigrationFiles(options: { name: string; directory?: 
   await writeFile(paths[0]!, `-- ${options.name}: apply\n`, { flag: 'wx' });
   await writeFile(paths[1]!, `-- ${options.name}: revert exactly what the .up.sql file did\n`, { flag: 'wx' });
   return paths;
+}
+
+/** SQLSTATE 3F000 (invalid schema name) naming a schema that is not ours. */
+function isAnotherSchemaGone(error: unknown, ourSchema: string): boolean {
+  if (!(error instanceof Error) || (error as { code?: unknown }).code !== '3F000') return false;
+  return !error.message.includes(`"${ourSchema}"`);
 }
 
 function describe(error: unknown): string {
