@@ -6,7 +6,7 @@
 // wrapped in pass-through counters. Once the shared read settles, the next miss reads again.
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { buildApp, type App } from '../../src/app.js';
+import type { App } from '../../src/app.js';
 import { createAccessState, type AccessState } from '../../src/auth/access-state.js';
 import { createAccessTokens, type AccessTokenClaims } from '../../src/auth/access-tokens.js';
 import { createApiKeysRepository, type ApiKeyRecord, type ApiKeysRepository } from '../../src/auth/api-keys-repository.js';
@@ -14,18 +14,15 @@ import { sha256Hex } from '../../src/auth/secrets.js';
 import { createUsersRepository, type UsersRepository } from '../../src/auth/users-repository.js';
 import type { Config } from '../../src/config.js';
 import { GatewayError } from '../../src/errors.js';
-import { openDatabase, type DatabaseHandle } from '../../src/platform/database.js';
+import type { DatabaseHandle } from '../../src/platform/database.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
 import { createLogger } from '../../src/platform/logging.js';
-import { createMemoryStore } from '../../src/platform/memory-store.js';
-import { createRedisStore } from '../../src/platform/redis-store.js';
-import { bearer, createApiKey, login, randomIp, relaxedAuthLimits, signUp } from '../helpers/auth-client.js';
-import { dropSchema, hasRealServices, testConfig, testRedisUrl, uniqueName, type Backend } from '../helpers/environment.js';
-import { deleteKeys } from '../helpers/test-app.js';
+import { bearer, createApiKey, login, randomIp, signUp } from '../helpers/auth-client.js';
+import { hasRealServices, type Backend } from '../helpers/environment.js';
+import { openAppWithStore, type AppWithStore, type StoreKind } from '../helpers/access-state-fixtures.js';
 
 const CONCURRENT = 50;
 
-type StoreKind = 'memory' | 'redis';
 
 interface Combination {
   database: Backend;
@@ -155,29 +152,19 @@ describe.each(combinations)('concurrent cache misses share one database read (da
   let database: DatabaseHandle;
   let app: App;
   let store: KeyValueStore;
-  let storePrefix: string;
+  let fixture: AppWithStore | undefined;
   let accessTokens: ReturnType<typeof createAccessTokens>;
 
   beforeAll(async () => {
-    config = testConfig({ backend: databaseBackend, environment: relaxedAuthLimits });
-    database = await openDatabase({ database: config.database, dataDirectory: config.dataDirectory });
-    // The app migrates the database and creates users, sessions and keys through its routes; the
-    // access state under test is built beside it on the same database, with a store of its own.
-    app = await buildApp(config, { database });
-    storePrefix = `${uniqueName('single-read')}:`;
-    store = storeKind === 'memory' ? createMemoryStore() : await createRedisStore({ url: testRedisUrl!, keyPrefix: storePrefix });
+    // The app creates users, sessions and keys through its routes; the access states under test are
+    // built beside it on the same database, with a store of their own.
+    fixture = await openAppWithStore({ database: databaseBackend, store: storeKind, name: 'single-read' });
+    ({ config, database, app, store } = fixture);
     accessTokens = createAccessTokens({ jwt: config.jwt });
   });
 
   afterAll(async () => {
-    await app?.close();
-    await store?.close();
-    await database?.close();
-    if (databaseBackend === 'real') {
-      await dropSchema(config.database.schema);
-      await deleteKeys(config.redis.keyPrefix);
-    }
-    if (storeKind === 'redis') await deleteKeys(storePrefix);
+    await fixture?.close();
   });
 
   let watch: StoreWatch;

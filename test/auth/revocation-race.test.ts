@@ -7,7 +7,7 @@
 // — after it has read — until the change is published.
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp, type App } from '../../src/app.js';
+import type { App } from '../../src/app.js';
 import { createAccessState, type AccessState } from '../../src/auth/access-state.js';
 import { createAccessTokens } from '../../src/auth/access-tokens.js';
 import { createApiKeysRepository, type ApiKeysRepository } from '../../src/auth/api-keys-repository.js';
@@ -15,16 +15,13 @@ import { sha256Hex } from '../../src/auth/secrets.js';
 import { createUsersRepository, type UsersRepository } from '../../src/auth/users-repository.js';
 import type { Config } from '../../src/config.js';
 import type { GatewayError } from '../../src/errors.js';
-import { openDatabase, type DatabaseHandle } from '../../src/platform/database.js';
+import type { DatabaseHandle } from '../../src/platform/database.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
 import { createLogger } from '../../src/platform/logging.js';
-import { createMemoryStore } from '../../src/platform/memory-store.js';
-import { createRedisStore } from '../../src/platform/redis-store.js';
-import { bearer, createApiKey, randomIp, relaxedAuthLimits, signUp } from '../helpers/auth-client.js';
-import { dropSchema, hasRealServices, testConfig, testRedisUrl, uniqueName, type Backend } from '../helpers/environment.js';
-import { deleteKeys } from '../helpers/test-app.js';
+import { bearer, createApiKey, randomIp, signUp } from '../helpers/auth-client.js';
+import { hasRealServices, type Backend } from '../helpers/environment.js';
+import { openAppWithStore, type AppWithStore, type StoreKind } from '../helpers/access-state-fixtures.js';
 
-type StoreKind = 'memory' | 'redis';
 const combinations: Array<{ database: Backend; store: StoreKind }> = [
   { database: 'embedded', store: 'memory' },
   ...(hasRealServices ? [{ database: 'real' as const, store: 'redis' as const }] : []),
@@ -44,25 +41,17 @@ describe.each(combinations)('a change published during a credential read (databa
   let database: DatabaseHandle;
   let app: App;
   let store: KeyValueStore;
-  let storePrefix: string;
+  let fixture: AppWithStore | undefined;
 
   beforeAll(async () => {
-    config = testConfig({ backend: databaseBackend, environment: relaxedAuthLimits });
-    database = await openDatabase({ database: config.database, dataDirectory: config.dataDirectory });
-    app = await buildApp(config, { database });
-    storePrefix = `${uniqueName('revocation-race')}:`;
-    store = storeKind === 'memory' ? createMemoryStore() : await createRedisStore({ url: testRedisUrl!, keyPrefix: storePrefix });
+    // The app creates users, sessions and keys through its routes; the access states under test are
+    // built beside it on the same database, with a store of their own.
+    fixture = await openAppWithStore({ database: databaseBackend, store: storeKind, name: 'revocation-race' });
+    ({ config, database, app, store } = fixture);
   });
 
   afterAll(async () => {
-    await app?.close();
-    await store?.close();
-    await database?.close();
-    if (databaseBackend === 'real') {
-      await dropSchema(config.database.schema);
-      await deleteKeys(config.redis.keyPrefix);
-    }
-    if (storeKind === 'redis') await deleteKeys(storePrefix);
+    await fixture?.close();
   });
 
   /** Two instances on one store: `held` reads through repositories that pause after reading; `fresh` reads plainly. */

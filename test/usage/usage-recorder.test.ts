@@ -20,6 +20,23 @@ describe.each(backends)('usage recorder (%s)', (backend) => {
     await relay.close();
   });
 
+  /** A recorder over the real repository; with `failure`, its `failingCall`-th write fails with `error` instead. */
+  function recorderOverReal(failure?: { failingCall: number; error: Error }) {
+    const real = createUsageRepository(relay.app.gateway.database.db);
+    let calls = 0;
+    const repository: UsageRepository = {
+      ...real,
+      insertMany: async (events) => {
+        calls += 1;
+        if (calls === failure?.failingCall) throw failure.error;
+        return real.insertMany(events);
+      },
+    };
+    const dropped: number[] = [];
+    const recorder = createUsageRecorder({ repository, logger: silentLogger(), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
+    return { recorder, dropped, calls: () => calls };
+  }
+
   it('a caller’s model name with U+0000 is recorded without it, and later requests are recorded too', async () => {
     const caller = await newCaller(relay.app);
     const hostile = newRequestId();
@@ -37,9 +54,7 @@ describe.each(backends)('usage recorder (%s)', (backend) => {
 
   it('an event the database refuses is dropped alone and counted; the rest of its batch and later ones are written', async () => {
     const caller = await newCaller(relay.app);
-    const repository = createUsageRepository(relay.app.gateway.database.db);
-    const dropped: number[] = [];
-    const recorder = createUsageRecorder({ repository, logger: silentLogger(), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
+    const { recorder, dropped } = recorderOverReal();
     const event = (requestId: string, promptTokens: number) => usageEvent(caller.userId, requestId, promptTokens);
     const before = `before-${randomUUID()}`;
     const refused = `refused-${randomUUID()}`;
@@ -60,19 +75,8 @@ describe.each(backends)('usage recorder (%s)', (backend) => {
 
   it('when the database goes away during the one-by-one writes, nothing is written twice and nothing is lost', async () => {
     const caller = await newCaller(relay.app);
-    const real = createUsageRepository(relay.app.gateway.database.db);
     // The real repository, except that the fourth call fails as a server shutting down would.
-    let calls = 0;
-    const repository: UsageRepository = {
-      ...real,
-      insertMany: async (events) => {
-        calls += 1;
-        if (calls === 4) throw Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' });
-        return real.insertMany(events);
-      },
-    };
-    const dropped: number[] = [];
-    const recorder = createUsageRecorder({ repository, logger: silentLogger(), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
+    const { recorder, dropped } = recorderOverReal({ failingCall: 4, error: Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }) });
     const ids = { first: `first-${randomUUID()}`, refused: `refused-${randomUUID()}`, second: `second-${randomUUID()}`, third: `third-${randomUUID()}` };
     recorder.record(usageEvent(caller.userId, ids.first, 3));
     recorder.record(usageEvent(caller.userId, ids.refused, 1.5));
@@ -90,22 +94,11 @@ describe.each(backends)('usage recorder (%s)', (backend) => {
 
   it('a batch that fails for a passing reason (not its content) is kept whole and written later', async () => {
     const caller = await newCaller(relay.app);
-    const real = createUsageRepository(relay.app.gateway.database.db);
-    let calls = 0;
-    const repository: UsageRepository = {
-      ...real,
-      insertMany: async (events) => {
-        calls += 1;
-        if (calls === 1) throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
-        return real.insertMany(events);
-      },
-    };
-    const dropped: number[] = [];
-    const recorder = createUsageRecorder({ repository, logger: silentLogger(), flushIntervalMs: 60_000, onDropped: (count) => dropped.push(count) });
+    const { recorder, dropped, calls } = recorderOverReal({ failingCall: 1, error: Object.assign(new Error('deadlock detected'), { code: '40P01' }) });
     const ids = [`kept-${randomUUID()}`, `kept-${randomUUID()}`];
     for (const id of ids) recorder.record(usageEvent(caller.userId, id, 2));
     await recorder.flush();
-    expect(calls).toBe(1);
+    expect(calls()).toBe(1);
     await recorder.close();
 
     expect(dropped).toEqual([]);
