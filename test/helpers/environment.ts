@@ -28,6 +28,12 @@ export function testConfig(options: { backend: Backend; environment?: Record<str
     JWT_SECRET: randomBytes(32).toString('hex'),
     VLLM_BASE_URL: 'http://127.0.0.1:9',
     DATA_DIR: '/tmp/vllm-chat-gateway-tests',
+    // By design a limit check that Redis does not answer within LIMITS_STORE_TIMEOUT_MS (50 ms in
+    // production) is decided on the instance's own memory. With many test files running at once on
+    // two cores, a burst's answers can wait longer than that in a busy event loop, and a test of
+    // shared limits would then see each instance count alone (CI once let 142 of 200 through a
+    // limit of 100). Tests of the fallback itself set the production value.
+    LIMITS_STORE_TIMEOUT_MS: '2000',
   };
   if (options.backend === 'real') {
     if (testDatabaseUrl === null || testRedisUrl === null) throw new Error('TEST_DATABASE_URL and TEST_REDIS_URL are needed for the real backend');

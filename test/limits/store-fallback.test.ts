@@ -24,7 +24,8 @@ import {
 
 const USER_LIMIT = 3;
 const AUTH_LIMIT = 3;
-const SLOW_REDIS_MS = 150;
+const STORE_TIMEOUT_MS = 50;
+const SLOW_REDIS_MS = 3 * STORE_TIMEOUT_MS;
 const DAY_QUOTA = 100_000;
 
 describe.skipIf(!hasRealServices)('limits when Redis is down or slow', () => {
@@ -37,6 +38,7 @@ describe.skipIf(!hasRealServices)('limits when Redis is down or slow', () => {
       backend: 'real',
       environment: {
         REDIS_URL: proxy.redisUrl,
+        LIMITS_STORE_TIMEOUT_MS: String(STORE_TIMEOUT_MS),
         RATE_LIMIT_REQUESTS: String(USER_LIMIT),
         RATE_LIMIT_AUTH_REQUESTS: String(AUTH_LIMIT),
         MAX_CONCURRENT_STREAMS: '1',
