@@ -5,6 +5,7 @@ import { sql, type Selectable, type Transaction } from 'kysely';
 import type { ConversationsTable, DatabaseTables, MessagesTable, MessageStatus } from '../platform/database-tables.js';
 import type { Database } from '../platform/database.js';
 import { GatewayError } from '../errors.js';
+import { sqlStateOf } from '../platform/database-errors.js';
 import { storableOptionalText, storableText } from '../platform/storable-text.js';
 import { writeTurnStart, type TurnStart } from './turn-start.js';
 import { microsecondsSinceEpoch, timestampFromMicroseconds } from '../platform/sql-time.js';
@@ -54,7 +55,7 @@ export interface AssistantOutcome {
 const activity = sql<Date>`coalesce(last_message_at, created_at)`;
 
 function isForeignKeyViolation(error: unknown): boolean {
-  return (error as { code?: unknown } | null)?.code === '23503';
+  return sqlStateOf(error) === '23503';
 }
 
 export function createConversationsRepository(db: Database) {

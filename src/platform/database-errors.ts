@@ -3,6 +3,15 @@
 // a bug, answered 500. The socket codes are not PostgreSQL's alone: a dependency that cannot be
 // reached and lets such an error through is a 503 too, which is what it is.
 
+/**
+ * The error's code: a SQLSTATE from PostgreSQL (pg and PGlite both put it on `code`), or a socket
+ * error's name; null when there is none.
+ */
+export function sqlStateOf(error: unknown): string | null {
+  const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' ? code : null;
+}
+
 /** Socket errors of a connection that failed or broke. */
 const connectionErrorCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 
@@ -17,8 +26,8 @@ const unavailableMessages = /timeout exceeded when trying to connect|Connection 
 
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === 'string' && (connectionErrorCodes.has(code) || unavailableSqlStates.test(code))) return true;
+  const code = sqlStateOf(error);
+  if (code !== null && (connectionErrorCodes.has(code) || unavailableSqlStates.test(code))) return true;
   return unavailableMessages.test(error.message);
 }
 
@@ -27,6 +36,6 @@ export function isDatabaseUnavailable(error: unknown): boolean {
  * That is the request's fault, answered 400, not a failure of the gateway.
  */
 export function isUnstorableText(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
+  const code = sqlStateOf(error);
   return code === '22021' || code === '22P05';
 }

@@ -4,6 +4,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Migrator, sql, type Migration, type MigrationProvider, type MigrationResultSet } from 'kysely';
 import { ensureSchema, type DatabaseHandle } from './database.js';
+import { sqlStateOf } from './database-errors.js';
 import { findProjectRoot } from './project-root.js';
 
 export const defaultMigrationsDirectory = join(findProjectRoot(), 'migrations');
@@ -110,7 +111,7 @@ export async function createMigrationFiles(options: { name: string; directory?: 
 
 /** SQLSTATE 3F000 (invalid schema name) naming a schema that is not ours. */
 function isAnotherSchemaGone(error: unknown, ourSchema: string): boolean {
-  if (!(error instanceof Error) || (error as { code?: unknown }).code !== '3F000') return false;
+  if (!(error instanceof Error) || sqlStateOf(error) !== '3F000') return false;
   return !error.message.includes(`"${ourSchema}"`);
 }
 

@@ -3,6 +3,7 @@
 // dropped and counted past the bound) and the next flush retries. An event PostgreSQL refuses for
 // what it holds is dropped alone: it must never hold back everyone's usage behind it.
 import type { Logger } from 'pino';
+import { sqlStateOf } from '../platform/database-errors.js';
 import { storableOptionalText, storableText } from '../platform/storable-text.js';
 import type { UsageEvent, UsageRepository } from './usage-repository.js';
 
@@ -98,6 +99,6 @@ function storable(event: UsageEvent): UsageEvent {
 
 /** SQLSTATE classes 22 (data exception) and 23 (integrity violation): the rows, not the moment, are at fault. */
 function refusedForContent(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
+  const code = sqlStateOf(error);
+  return code !== null && (code.startsWith('22') || code.startsWith('23'));
 }
