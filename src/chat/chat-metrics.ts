@@ -3,7 +3,8 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type RequestOutcome = 'ok' | 'aborted' | 'upstream_error' | 'client_error' | 'timeout';
-export type AbortReason = 'client_disconnect' | 'slow_client' | 'stopped' | 'shutdown' | 'upstream_cut' | 'timeout' | 'malformed_upstream';
+/** Why a generation ended early; `not_stored`: the chat turn could not be written, so it was never answered. */
+export type AbortReason = 'client_disconnect' | 'slow_client' | 'stopped' | 'shutdown' | 'upstream_cut' | 'timeout' | 'malformed_upstream' | 'not_stored';
 
 export function createChatMetrics(registry: Registry) {
   const registers = [registry];

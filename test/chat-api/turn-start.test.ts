@@ -22,6 +22,7 @@ import {
   streamTurn,
   type ChatGateway,
 } from '../helpers/chat-fixtures.js';
+import { metricsText, metricSum } from '../helpers/relay-fixtures.js';
 
 /** Content that the trigger below refuses to store, standing in for any failed write. */
 const unstorable = 'refuse-to-store-this-turn';
@@ -102,9 +103,12 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
     const user = await newUser(gateway.app);
     const content = `${marker('unstorable')} ${unstorable}`;
     const abortsBefore = gateway.simulator.stats().finished.abort;
+    const notStoredBefore = metricSum(await metricsText(gateway.url), 'chat_aborted_streams_total', { reason: 'not_stored' });
     const reply = await call(gateway, { path: '/api/chat', token: user.token, body: { messages: [{ role: 'user', content }], max_tokens: 20 } });
 
     expectErrorReply(reply, 500, 'internal_error');
+    // Counted as a generation cut for want of storage, not as a client leaving.
+    expect(metricSum(await metricsText(gateway.url), 'chat_aborted_streams_total', { reason: 'not_stored' })).toBe(notStoredBefore + 1);
     expect(reply.text).not.toContain('event: conversation');
     // vLLM was asked (the write and vLLM's start overlap) and then cut before its first token.
     expect(generationRequestsWith(gateway.simulator, content)).toHaveLength(1);
@@ -184,11 +188,16 @@ describe.each(backends)('chat API: the start of a turn (%s)', (backend) => {
 
   it('text with a NUL character, which PostgreSQL cannot store, is a 400 and no stream — also in a title', async () => {
     const user = await newUser(gateway.app);
+    const metricsBefore = await metricsText(gateway.url);
     for (const path of ['/api/chat', '/api/chat/completions']) {
       const reply = await call(gateway, { path, token: user.token, body: { messages: [{ role: 'user', content: `${marker('nul')}\u0000after` }], max_tokens: 2 } });
       expect(expectErrorReply(reply, 400, 'validation_failed').message).toContain('U+0000');
       expect(reply.text).not.toContain('event: conversation');
     }
+    // The caller's mistake, not a cut generation.
+    const metricsAfter = await metricsText(gateway.url);
+    expect(metricSum(metricsAfter, 'chat_requests_total', { status: 'client_error' })).toBe(metricSum(metricsBefore, 'chat_requests_total', { status: 'client_error' }) + 2);
+    expect(metricSum(metricsAfter, 'chat_aborted_streams_total')).toBe(metricSum(metricsBefore, 'chat_aborted_streams_total'));
     const titled = await call(gateway, { path: '/api/conversations', token: user.token, body: { title: 'before\u0000after' } });
     expectErrorReply(titled, 400, 'validation_failed');
     expect(await conversationCount(gateway.app, user.userId)).toEqual({ conversations: 0, messages: 0 });
