@@ -1,6 +1,8 @@
-// The admission algorithm of admission.ts as one Redis Lua script: every check, then every
-// update, atomically and in one round trip. Keep the two in step; the same tests run on both.
-import type { AdmissionFailure, AdmissionRequest, AdmissionResult } from './admission.js';
+// The admission algorithm of admission.ts as Redis Lua: every check, then every update, atomically.
+// Keep the two in step; the same tests run on both. One script call carries every admission and
+// settlement an instance issues in one turn of its event loop (see redis-script-batch.ts), run in
+// the order they were issued, as if each had been a call of its own.
+import type { AdmissionFailure, AdmissionRequest, AdmissionResult, Settlement } from './admission.js';
 import { preconditionFailed, quotaBucket } from './admission.js';
 
 /**
@@ -11,85 +13,126 @@ import { preconditionFailed, quotaBucket } from './admission.js';
  * Returns {allowed, failed kind (0 none, 1 rate, 2 quota, 3 concurrency, 4 precondition), failed
  * index, retry after, then per rate: remaining, reset; per quota: used}.
  */
-export const admissionScript = `
-local now = tonumber(ARGV[1])
-local rate_count = tonumber(ARGV[2])
-local quota_count = tonumber(ARGV[3])
-local has_concurrency = tonumber(ARGV[4])
-local precondition_count = tonumber(ARGV[5])
-if precondition_count > 0 then
-  local first_key = rate_count + quota_count + has_concurrency
-  local first_value = #ARGV - precondition_count
-  for i = 1, precondition_count do
-    local current = redis.call('GET', KEYS[first_key + i])
-    local expected = ARGV[first_value + i]
-    if expected == '-' then
-      if current then return {0, 4, 0, 0} end
-    elseif current ~= string.sub(expected, 2) then
-      return {0, 4, 0, 0}
+const admitOne = `
+local function admit_one(KEYS, ARGV)
+  local now = tonumber(ARGV[1])
+  local rate_count = tonumber(ARGV[2])
+  local quota_count = tonumber(ARGV[3])
+  local has_concurrency = tonumber(ARGV[4])
+  local precondition_count = tonumber(ARGV[5])
+  if precondition_count > 0 then
+    local first_key = rate_count + quota_count + has_concurrency
+    local first_value = #ARGV - precondition_count
+    for i = 1, precondition_count do
+      local current = redis.call('GET', KEYS[first_key + i])
+      local expected = ARGV[first_value + i]
+      if expected == '-' then
+        if current then return {0, 4, 0, 0} end
+      elseif current ~= string.sub(expected, 2) then
+        return {0, 4, 0, 0}
+      end
     end
   end
-end
-local a = 6
-local new_tats = {}
-local out = {1, 0, 0, 0}
-for i = 1, rate_count do
-  local limit = tonumber(ARGV[a]); local window = tonumber(ARGV[a + 1]); a = a + 2
-  local interval = window / limit
-  local tat = now
-  local stored = redis.call('GET', KEYS[i])
-  if stored then
-    local stored_tat, stored_interval = string.match(stored, '^(%S+) (%S+)$')
-    stored_tat = tonumber(stored_tat); stored_interval = tonumber(stored_interval)
-    if stored_tat and stored_interval then
-      -- A limit changed since: rescale to the new rate (see currentTat in admission.ts).
-      if stored_interval ~= interval and stored_tat > now then stored_tat = now + (stored_tat - now) * interval / stored_interval end
-      if stored_tat > now then tat = stored_tat end
+  local a = 6
+  local new_tats = {}
+  local out = {1, 0, 0, 0}
+  for i = 1, rate_count do
+    local limit = tonumber(ARGV[a]); local window = tonumber(ARGV[a + 1]); a = a + 2
+    local interval = window / limit
+    local tat = now
+    local stored = redis.call('GET', KEYS[i])
+    if stored then
+      local stored_tat, stored_interval = string.match(stored, '^(%S+) (%S+)$')
+      stored_tat = tonumber(stored_tat); stored_interval = tonumber(stored_interval)
+      if stored_tat and stored_interval then
+        -- A limit changed since: rescale to the new rate (see currentTat in admission.ts).
+        if stored_interval ~= interval and stored_tat > now then stored_tat = now + (stored_tat - now) * interval / stored_interval end
+        if stored_tat > now then tat = stored_tat end
+      end
+    end
+    local new_tat = tat + interval
+    local allow_at = new_tat - window
+    if allow_at > now then return {0, 1, i - 1, math.ceil(allow_at - now)} end
+    new_tats[i] = new_tat
+    table.insert(out, math.max(0, math.floor((now + window - new_tat) / interval)))
+    table.insert(out, math.ceil(new_tat - now))
+  end
+  local quota_args = a
+  for i = 1, quota_count do
+    local limit = tonumber(ARGV[a]); a = a + 3
+    local used = tonumber(redis.call('GET', KEYS[rate_count + i]) or '0')
+    if used >= limit then return {0, 2, i - 1, tonumber(ARGV[a - 1])} end
+  end
+  local concurrency_key = KEYS[rate_count + quota_count + 1]
+  if has_concurrency == 1 then
+    local limit = tonumber(ARGV[a])
+    redis.call('ZREMRANGEBYSCORE', concurrency_key, '-inf', now)
+    if redis.call('ZCARD', concurrency_key) >= limit then
+      local soonest = redis.call('ZRANGE', concurrency_key, 0, 0, 'WITHSCORES')
+      return {0, 3, 0, math.max(1000, tonumber(soonest[2]) - now)}
     end
   end
-  local new_tat = tat + interval
-  local allow_at = new_tat - window
-  if allow_at > now then return {0, 1, i - 1, math.ceil(allow_at - now)} end
-  new_tats[i] = new_tat
-  table.insert(out, math.max(0, math.floor((now + window - new_tat) / interval)))
-  table.insert(out, math.ceil(new_tat - now))
-end
-local quota_args = a
-for i = 1, quota_count do
-  local limit = tonumber(ARGV[a]); a = a + 3
-  local used = tonumber(redis.call('GET', KEYS[rate_count + i]) or '0')
-  if used >= limit then return {0, 2, i - 1, tonumber(ARGV[a - 1])} end
-end
-local concurrency_key = KEYS[rate_count + quota_count + 1]
-if has_concurrency == 1 then
-  local limit = tonumber(ARGV[a])
-  redis.call('ZREMRANGEBYSCORE', concurrency_key, '-inf', now)
-  if redis.call('ZCARD', concurrency_key) >= limit then
-    local soonest = redis.call('ZRANGE', concurrency_key, 0, 0, 'WITHSCORES')
-    return {0, 3, 0, math.max(1000, tonumber(soonest[2]) - now)}
+  for i = 1, rate_count do
+    local limit = tonumber(ARGV[6 + (i - 1) * 2]); local window = tonumber(ARGV[6 + (i - 1) * 2 + 1])
+    -- %.17g keeps every bit of the double, so the script and its JS twin agree to the last digit.
+    redis.call('SET', KEYS[i], string.format('%.17g %.17g', new_tats[i], window / limit), 'PX', math.ceil(window))
   end
+  a = quota_args
+  for i = 1, quota_count do
+    local reserve = tonumber(ARGV[a + 1]); local ttl = tonumber(ARGV[a + 2]); a = a + 3
+    local used = redis.call('INCRBY', KEYS[rate_count + i], reserve)
+    redis.call('PEXPIRE', KEYS[rate_count + i], ttl)
+    table.insert(out, used)
+  end
+  if has_concurrency == 1 then
+    local lease_id = ARGV[a + 1]; local lease_ttl = tonumber(ARGV[a + 2])
+    redis.call('ZADD', concurrency_key, now + lease_ttl, lease_id)
+    redis.call('PEXPIRE', concurrency_key, lease_ttl)
+  end
+  return out
 end
-for i = 1, rate_count do
-  local limit = tonumber(ARGV[6 + (i - 1) * 2]); local window = tonumber(ARGV[6 + (i - 1) * 2 + 1])
-  -- %.17g keeps every bit of the double, so the script and its JS twin agree to the last digit.
-  redis.call('SET', KEYS[i], string.format('%.17g %.17g', new_tats[i], window / limit), 'PX', math.ceil(window))
-end
-a = quota_args
-for i = 1, quota_count do
-  local reserve = tonumber(ARGV[a + 1]); local ttl = tonumber(ARGV[a + 2]); a = a + 3
-  local used = redis.call('INCRBY', KEYS[rate_count + i], reserve)
-  redis.call('PEXPIRE', KEYS[rate_count + i], ttl)
-  table.insert(out, used)
-end
-if has_concurrency == 1 then
-  local lease_id = ARGV[a + 1]; local lease_ttl = tonumber(ARGV[a + 2])
-  redis.call('ZADD', concurrency_key, now + lease_ttl, lease_id)
-  redis.call('PEXPIRE', concurrency_key, lease_ttl)
-end
-return out
 `;
 
-/** Lays out keys and arguments for the script. */
+/** KEYS: quota buckets, then the concurrency key; ARGV: quota count, deltas…, lease id or ''. */
+const settleOne = `
+local function settle_one(KEYS, ARGV)
+  local count = tonumber(ARGV[1])
+  for i = 1, count do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+      if redis.call('INCRBY', KEYS[i], ARGV[1 + i]) < 0 then redis.call('SET', KEYS[i], '0', 'KEEPTTL') end
+    end
+  end
+  local lease = ARGV[count + 2]
+  if lease ~= '' then redis.call('ZREM', KEYS[count + 1], lease) end
+  return 1
+end
+`;
+
+/**
+ * ARGV: operation count, then per operation: 'admit' or 'settle', its key count, its argument
+ * count, its arguments; KEYS: every operation's keys in turn. Returns one reply per operation.
+ */
+export const operationsScript = `${admitOne}${settleOne}
+local replies = {}
+local key_cursor = 0
+local argument_cursor = 2
+for operation = 1, tonumber(ARGV[1]) do
+  local kind = ARGV[argument_cursor]
+  local key_count = tonumber(ARGV[argument_cursor + 1])
+  local argument_count = tonumber(ARGV[argument_cursor + 2])
+  argument_cursor = argument_cursor + 3
+  local keys = {}
+  for i = 1, key_count do keys[i] = KEYS[key_cursor + i] end
+  key_cursor = key_cursor + key_count
+  local arguments = {}
+  for i = 1, argument_count do arguments[i] = ARGV[argument_cursor + i - 1] end
+  argument_cursor = argument_cursor + argument_count
+  if kind == 'admit' then replies[operation] = admit_one(keys, arguments) else replies[operation] = settle_one(keys, arguments) end
+end
+return replies
+`;
+
+/** Lays out keys and arguments for an admission. */
 export function admissionScriptArguments(request: AdmissionRequest, prefix: string): { keys: string[]; args: Array<string | number> } {
   const keys: string[] = [];
   const preconditionKeys = request.precondition?.keys ?? [];
@@ -114,6 +157,14 @@ export function admissionScriptArguments(request: AdmissionRequest, prefix: stri
     args.push(expected === null ? '-' : `=${expected}`);
   }
   return { keys, args };
+}
+
+/** Lays out keys and arguments for a settlement; null when it has nothing to do. */
+export function settlementScriptArguments(settlement: Settlement, prefix: string): { keys: string[]; args: Array<string | number> } | null {
+  const keys = settlement.quotas.map((quota) => prefix + quota.bucketKey);
+  if (settlement.release !== null) keys.push(prefix + settlement.release.key);
+  if (keys.length === 0) return null;
+  return { keys, args: [settlement.quotas.length, ...settlement.quotas.map((quota) => quota.delta), settlement.release?.leaseId ?? ''] };
 }
 
 /** Reads the script's answer back into an AdmissionResult. */

@@ -3,20 +3,8 @@
 import { Redis } from 'ioredis';
 import type { KeyValueStore } from './key-value-store.js';
 import { currentTat, emissionInterval, parseRateState, quotaBucket, rateStanding } from './admission.js';
-import { admissionScript, admissionScriptArguments, parseAdmissionReply } from './admission-script.js';
-
-/** KEYS: quota buckets, then the concurrency key; ARGV: quota count, deltas…, lease id or ''. */
-const settleScript = `
-local count = tonumber(ARGV[1])
-for i = 1, count do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    if redis.call('INCRBY', KEYS[i], ARGV[1 + i]) < 0 then redis.call('SET', KEYS[i], '0', 'KEEPTTL') end
-  end
-end
-local lease = ARGV[count + 2]
-if lease ~= '' then redis.call('ZREM', KEYS[count + 1], lease) end
-return 1
-`;
+import { admissionScriptArguments, operationsScript, parseAdmissionReply, settlementScriptArguments } from './admission-script.js';
+import { createScriptBatcher } from './redis-script-batch.js';
 
 export interface RedisStoreOptions {
   url: string;
@@ -40,17 +28,17 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
   // answers): under load a request's lookups and admission share syscalls with everyone else's.
   const client = new Redis(options.url, { ...connectionOptions, enableAutoPipelining: true });
   // Scripts are sent once and then run by their SHA (EVALSHA): a request carries its arguments only.
-  client.defineCommand('gatewayAdmit', { lua: admissionScript });
-  client.defineCommand('gatewaySettle', { lua: settleScript });
+  client.defineCommand('gatewayOperations', { lua: operationsScript });
   client.defineCommand('gatewaySetUnlessChanged', { lua: setUnlessChangedScript, numberOfKeys: 2 });
   const scripts = client as unknown as {
-    gatewayAdmit(...keysAndArguments: Array<string | number>): Promise<unknown>;
-    gatewaySettle(...keysAndArguments: Array<string | number>): Promise<unknown>;
+    gatewayOperations(...keysAndArguments: Array<string | number>): Promise<unknown>;
     gatewaySetUnlessChanged(...keysAndArguments: Array<string | number>): Promise<unknown>;
   };
   // Connection errors are reported by the commands that fail and by /health; without a listener
   // ioredis would print each reconnect attempt.
   client.on('error', () => undefined);
+  // Admissions and settlements of one event-loop turn travel as one script call.
+  const operations = createScriptBatcher((keys, args) => scripts.gatewayOperations(keys.length, ...keys, ...args));
   let subscriber: Redis | null = null;
   const subscriptionCounts = new Map<string, number>();
   const key = (name: string) => `${options.keyPrefix}${name}`;
@@ -127,15 +115,11 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
     },
     async admit(request) {
       const { keys, args } = admissionScriptArguments(request, options.keyPrefix);
-      const reply: unknown = await scripts.gatewayAdmit(keys.length, ...keys, ...args);
-      return parseAdmissionReply(request, reply);
+      return parseAdmissionReply(request, await operations.run({ kind: 'admit', keys, args }));
     },
     async settle(settlement) {
-      const keys = settlement.quotas.map((quota) => key(quota.bucketKey));
-      if (settlement.release !== null) keys.push(key(settlement.release.key));
-      const args = [settlement.quotas.length, ...settlement.quotas.map((quota) => quota.delta), settlement.release?.leaseId ?? ''];
-      if (keys.length === 0) return;
-      await scripts.gatewaySettle(keys.length, ...keys, ...args);
+      const laidOut = settlementScriptArguments(settlement, options.keyPrefix);
+      if (laidOut !== null) await operations.run({ kind: 'settle', ...laidOut });
     },
     async renewLease(lease) {
       await client.multi().zadd(key(lease.key), 'XX', Date.now() + lease.ttlMs, lease.leaseId).pexpire(key(lease.key), lease.ttlMs).exec();

@@ -1,0 +1,61 @@
+// Gathers the admissions and settlements an instance issues in one turn of its event loop into one
+// call of the operations script. Under load each request's admission and settlement start from a
+// socket event of their own, so auto-pipelining alone sends one script call per operation; one
+// call for all of them spares Redis (which shares the machine's cores) a script run per operation
+// and the gateway a command per operation. Redis runs them in the order they were issued, each
+// exactly as its own call would have run: the batch changes when they travel, not what they do.
+
+export interface ScriptOperation {
+  kind: 'admit' | 'settle';
+  keys: string[];
+  args: Array<string | number>;
+}
+
+interface Queued {
+  operation: ScriptOperation;
+  resolve: (reply: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Bounds one script run (and so how long Redis is busy with it) under any burst. */
+const maxOperationsPerCall = 64;
+
+export function createScriptBatcher(runScript: (keys: string[], args: Array<string | number>) => Promise<unknown>) {
+  let queue: Queued[] = [];
+
+  function send(entries: Queued[]): void {
+    const keys: string[] = [];
+    const args: Array<string | number> = [entries.length];
+    for (const { operation } of entries) {
+      args.push(operation.kind, operation.keys.length, operation.args.length);
+      for (const value of operation.args) args.push(value);
+      for (const key of operation.keys) keys.push(key);
+    }
+    runScript(keys, args).then(
+      (reply) => {
+        const replies: unknown[] = Array.isArray(reply) ? reply : [];
+        entries.forEach((entry, index) => entry.resolve(replies[index]));
+      },
+      (error: unknown) => {
+        for (const entry of entries) entry.reject(error);
+      },
+    );
+  }
+
+  function flush(): void {
+    const taken = queue;
+    queue = [];
+    for (let start = 0; start < taken.length; start += maxOperationsPerCall) send(taken.slice(start, start + maxOperationsPerCall));
+  }
+
+  return {
+    /** Resolves with this operation's own reply once the call carrying it is answered. */
+    run(operation: ScriptOperation): Promise<unknown> {
+      return new Promise((resolve, reject) => {
+        queue.push({ operation, resolve, reject });
+        // After the I/O callbacks of this turn: whatever they issue too goes in the same call.
+        if (queue.length === 1) setImmediate(flush);
+      });
+    },
+  };
+}
