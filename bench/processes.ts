@@ -57,7 +57,17 @@ export function startSimulator(options: { port: number; ttftMs: number; itlMs: n
   });
 }
 
-export function startGateway(options: { port: number; vllmUrl: string; databaseUrl: string | null; redisUrl: string | null; profileDirectory?: string }): Promise<Started> {
+export function startGateway(options: {
+  port: number;
+  vllmUrl: string;
+  databaseUrl: string | null;
+  redisUrl: string | null;
+  profileDirectory?: string;
+  /** Variables set on top (a variant compared in one run: another LOG_LEVEL, a built tree elsewhere). */
+  environment?: Record<string, string>;
+  /** The built gateway to run, relative to the repository or absolute (another checkout's, for a before/after). */
+  entry?: string;
+}): Promise<Started> {
   const env: Record<string, string> = {
     NODE_ENV: 'production',
     HOST: '127.0.0.1',
@@ -82,9 +92,10 @@ export function startGateway(options: { port: number; vllmUrl: string; databaseU
     env.REDIS_KEY_PREFIX = `bench-${randomBytes(4).toString('hex')}:`;
   }
   if (options.databaseUrl !== null) env.DATABASE_SCHEMA = `bench_${randomBytes(4).toString('hex')}`;
+  Object.assign(env, options.environment);
   // A CPU profile, written when the gateway exits (bench/profile.ts).
   const profile = options.profileDirectory === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', options.profileDirectory];
-  return startProcess({ name: 'gateway', args: [...profile, 'dist/src/main.js'], env, ready: /"url":"(http:\/\/[^"]+)"[^\n]*gateway listening/ });
+  return startProcess({ name: 'gateway', args: [...profile, options.entry ?? 'dist/src/main.js'], env, ready: /"url":"(http:\/\/[^"]+)"[^\n]*gateway listening/ });
 }
 
 export function startMinimalProxy(options: { port: number; upstreamUrl: string }): Promise<Started> {
