@@ -31,7 +31,14 @@ export function createScriptBatcher(runScript: (keys: string[], args: Array<stri
       for (const value of operation.args) args.push(value);
       for (const key of operation.keys) keys.push(key);
     }
-    runScript(keys, args).then(
+    // This runs from setImmediate: a synchronous throw must fail the operations, not the process.
+    let call: Promise<unknown>;
+    try {
+      call = runScript(keys, args);
+    } catch (error) {
+      call = Promise.reject(error);
+    }
+    call.then(
       (reply) => {
         const replies: unknown[] = Array.isArray(reply) ? reply : [];
         entries.forEach((entry, index) => entry.resolve(replies[index]));
