@@ -36,7 +36,7 @@ export function createScriptBatcher(runScript: (keys: string[], args: Array<stri
     try {
       call = runScript(keys, args);
     } catch (error) {
-      call = Promise.reject(error);
+      call = Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
     call.then(
       (reply) => {
