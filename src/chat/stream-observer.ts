@@ -95,8 +95,13 @@ function dataOf(event: string): string | null {
 export function readUsage(value: unknown): TokenUsage | null {
   if (typeof value !== 'object' || value === null) return null;
   const usage = value as Record<string, unknown>;
-  if (typeof usage.prompt_tokens !== 'number' || typeof usage.completion_tokens !== 'number') return null;
+  // Token counts are whole and never negative; anything else is not a usage we can charge.
+  if (!isTokenCount(usage.prompt_tokens) || !isTokenCount(usage.completion_tokens)) return null;
   return { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens };
+}
+
+function isTokenCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
 /**

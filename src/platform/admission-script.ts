@@ -110,7 +110,9 @@ end
 
 /**
  * ARGV: operation count, then per operation: 'admit' or 'settle', its key count, its argument
- * count, its arguments; KEYS: every operation's keys in turn. Returns one reply per operation.
+ * count, its arguments; KEYS: every operation's keys in turn. Returns one reply per operation; an
+ * operation that raises an error (a key of the wrong type) answers {'error', message} and the
+ * others run on — Redis does not undo a failed script, so failing them all would leave what ran.
  */
 export const operationsScript = `${admitOne}${settleOne}
 local replies = {}
@@ -127,7 +129,13 @@ for operation = 1, tonumber(ARGV[1]) do
   local arguments = {}
   for i = 1, argument_count do arguments[i] = ARGV[argument_cursor + i - 1] end
   argument_cursor = argument_cursor + argument_count
-  if kind == 'admit' then replies[operation] = admit_one(keys, arguments) else replies[operation] = settle_one(keys, arguments) end
+  local ok, reply
+  if kind == 'admit' then ok, reply = pcall(admit_one, keys, arguments) else ok, reply = pcall(settle_one, keys, arguments) end
+  if ok then
+    replies[operation] = reply
+  else
+    replies[operation] = {'error', type(reply) == 'table' and tostring(reply.err) or tostring(reply)}
+  end
 end
 return replies
 `;
@@ -164,7 +172,8 @@ export function settlementScriptArguments(settlement: Settlement, prefix: string
   const keys = settlement.quotas.map((quota) => prefix + quota.bucketKey);
   if (settlement.release !== null) keys.push(prefix + settlement.release.key);
   if (keys.length === 0) return null;
-  return { keys, args: [settlement.quotas.length, ...settlement.quotas.map((quota) => quota.delta), settlement.release?.leaseId ?? ''] };
+  // INCRBY takes integers only: a delta that is not one would fail this settlement in Redis.
+  return { keys, args: [settlement.quotas.length, ...settlement.quotas.map((quota) => Math.round(quota.delta)), settlement.release?.leaseId ?? ''] };
 }
 
 /** Reads the script's answer back into an AdmissionResult. */

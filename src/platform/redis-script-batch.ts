@@ -3,7 +3,9 @@
 // socket event of their own, so auto-pipelining alone sends one script call per operation; one
 // call for all of them spares Redis (which shares the machine's cores) a script run per operation
 // and the gateway a command per operation. Redis runs them in the order they were issued, each
-// exactly as its own call would have run: the batch changes when they travel, not what they do.
+// exactly as its own call would have run, and an operation that fails fails alone. They leave at
+// the end of the turn, so a plain command issued later in the same turn (auto-pipelined at the
+// next tick) may reach Redis first; nothing depends on order across the two.
 
 export interface ScriptOperation {
   kind: 'admit' | 'settle';
@@ -40,8 +42,16 @@ export function createScriptBatcher(runScript: (keys: string[], args: Array<stri
     }
     call.then(
       (reply) => {
-        const replies: unknown[] = Array.isArray(reply) ? reply : [];
-        entries.forEach((entry, index) => entry.resolve(replies[index]));
+        if (!Array.isArray(reply) || reply.length !== entries.length) {
+          const error = new Error(`the operations script answered ${Array.isArray(reply) ? reply.length : typeof reply} replies for ${entries.length} operations`);
+          for (const entry of entries) entry.reject(error);
+          return;
+        }
+        entries.forEach((entry, index) => {
+          const answer: unknown = reply[index];
+          if (Array.isArray(answer) && answer[0] === 'error') entry.reject(new Error(`Redis refused the ${entry.operation.kind}: ${String(answer[1])}`));
+          else entry.resolve(answer);
+        });
       },
       (error: unknown) => {
         for (const entry of entries) entry.reject(error);

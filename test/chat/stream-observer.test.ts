@@ -28,6 +28,18 @@ describe('StreamObserver', () => {
     expect(observer.usage).toEqual({ prompt_tokens: 7, completion_tokens: 2 });
   });
 
+  it('takes no usage that is not whole, non-negative token counts (it would be charged to a quota)', () => {
+    for (const usage of [
+      { prompt_tokens: 7.5, completion_tokens: 2 },
+      { prompt_tokens: 7, completion_tokens: -1 },
+      { prompt_tokens: 1e300, completion_tokens: 2 },
+      { prompt_tokens: '7', completion_tokens: 2 },
+    ]) {
+      const { observer } = observe([`data: ${chunk({ choices: [], usage })}\n\n`]);
+      expect(observer.usage, JSON.stringify(usage)).toBeNull();
+    }
+  });
+
   it('reads the same events written in every other SSE shape (the general path) the same way', () => {
     const json = contentChunk('same');
     const shapes = [
