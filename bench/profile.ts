@@ -1,4 +1,4 @@
-// `npm run bench:profile [-- non-streaming|streaming]`: runs one kind of load against the gateway
+// `npm run bench:profile [-- non-streaming|streaming|chat]`: runs one kind of load against the gateway
 // alone, with the gateway under `node --cpu-prof`, then prints where its CPU time went
 // (bench/profile-summary.ts). The profile is kept in bench/results/profiles/.
 import { readdirSync } from 'node:fs';
@@ -7,7 +7,7 @@ import { createBenchCredentials, startGateway, startSimulator, type Started } fr
 import { summarizeProfile } from './profile-summary.js';
 
 const kind = process.argv[2] ?? 'non-streaming';
-if (kind !== 'non-streaming' && kind !== 'streaming') throw new Error('choose non-streaming or streaming');
+if (kind !== 'non-streaming' && kind !== 'streaming' && kind !== 'chat') throw new Error('choose non-streaming, streaming or chat');
 const profileDirectory = new URL('./results/profiles/', import.meta.url).pathname;
 const chat = { model: 'sim-llama-3-8b', messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: 16, seed: 7 };
 
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const started: Started[] = [];
   const before = new Set(listProfiles());
   try {
-    const streaming = kind === 'streaming';
+    const streaming = kind !== 'non-streaming';
     const simulator = await startSimulator({ port: 0, ttftMs: streaming ? 20 : 0, itlMs: streaming ? 20 : 0 });
     started.push(simulator);
     const gateway = await startGateway({
@@ -26,9 +26,19 @@ async function main(): Promise<void> {
       profileDirectory,
     });
     started.push(gateway);
-    const { apiKey } = await createBenchCredentials(gateway.url);
-    const client = target('gateway', gateway.url, { authorization: `Bearer ${apiKey}` });
-    if (streaming) {
+    const { apiKey, accessToken } = await createBenchCredentials(gateway.url);
+    const client = target('gateway', gateway.url, { authorization: `Bearer ${kind === 'chat' ? accessToken : apiKey}` });
+    if (kind === 'chat') {
+      // /api/chat with its turns stored: five times 100 streams of 30 tokens started over 1 s.
+      for (let round = 0; round < 5; round += 1) {
+        await Promise.all(
+          Array.from({ length: 100 }, async (_, index) => {
+            await new Promise((resolve) => setTimeout(resolve, index * 10));
+            return timedStream(client, '/api/chat', { ...chat, stream: true, max_tokens: 30, ignore_eos: true });
+          }),
+        );
+      }
+    } else if (streaming) {
       // 1,000 streams of 100 tokens (2 s each) started over 2 s: up to 1,000 open at once.
       await Promise.all(
         Array.from({ length: 1000 }, async (_, index) => {
