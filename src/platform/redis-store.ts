@@ -13,6 +13,8 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
   /** How long to wait for the first connection at start before going on without it. */
   connectTimeoutMs?: number;
+  /** How long the limits' script calls may wait for Redis's answer, however late (see below). */
+  lateAnswerTimeoutMs?: number;
 }
 
 export async function createRedisStore(options: RedisStoreOptions): Promise<KeyValueStore & { client: Redis }> {
@@ -28,26 +30,27 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
   // answers): under load a request's lookups and admission share syscalls with everyone else's.
   const client = new Redis(options.url, { ...connectionOptions, enableAutoPipelining: true });
   // Scripts are sent once and then run by their SHA (EVALSHA): a request carries its arguments only.
-  client.defineCommand('gatewayOperations', { lua: operationsScript });
   client.defineCommand('gatewaySetUnlessChanged', { lua: setUnlessChangedScript, numberOfKeys: 2 });
-  const scripts = client as unknown as {
-    gatewayOperations(...keysAndArguments: Array<string | number>): Promise<unknown>;
-    gatewaySetUnlessChanged(...keysAndArguments: Array<string | number>): Promise<unknown>;
-  };
+  // The limits stop waiting for Redis after tens of milliseconds and give back what a late answer
+  // granted once it comes (limits-service). ioredis's command timeout would drop an answer later
+  // than a second unread — its slot held, its reservation charged — so the limits' script runs on a
+  // connection of its own that waits far longer (bounded: a hung Redis must not grow the queue forever).
+  const limitsClient = new Redis(options.url, { ...connectionOptions, commandTimeout: options.lateAnswerTimeoutMs ?? 10_000 });
+  limitsClient.defineCommand('gatewayOperations', { lua: operationsScript });
+  const scripts = client as unknown as { gatewaySetUnlessChanged(...keysAndArguments: Array<string | number>): Promise<unknown> };
+  const limitsScripts = limitsClient as unknown as { gatewayOperations(...keysAndArguments: Array<string | number>): Promise<unknown> };
   // Connection errors are reported by the commands that fail and by /health; without a listener
   // ioredis would print each reconnect attempt.
   client.on('error', () => undefined);
+  limitsClient.on('error', () => undefined);
   // Admissions and settlements of one event-loop turn travel as one script call.
-  const operations = createScriptBatcher((keys, args) => scripts.gatewayOperations(keys.length, ...keys, ...args));
+  const operations = createScriptBatcher((keys, args) => limitsScripts.gatewayOperations(keys.length, ...keys, ...args));
   let subscriber: Redis | null = null;
   const subscriptionCounts = new Map<string, number>();
   const key = (name: string) => `${options.keyPrefix}${name}`;
 
-  try {
-    await client.connect();
-  } catch {
-    // Start anyway: /health reports the store as down, and the client keeps retrying.
-  }
+  // Start anyway if Redis is not there: /health reports the store as down, and both keep retrying.
+  await Promise.all([client.connect().catch(() => undefined), limitsClient.connect().catch(() => undefined)]);
 
   async function subscriberClient(): Promise<Redis> {
     if (subscriber === null) {
@@ -135,6 +138,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
     },
     async close() {
       client.disconnect();
+      limitsClient.disconnect();
       subscriber?.disconnect();
       await Promise.resolve();
     },

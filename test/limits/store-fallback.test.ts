@@ -125,18 +125,21 @@ describe.skipIf(!hasRealServices)('limits when Redis is down or slow', () => {
     expect(await fallbackActive()).toBe(0);
   });
 
-  it('leaves nothing behind in Redis from a check it answered too late: no slot held, no reservation unsettled', async () => {
+  // The proxy holds each chunk both ways, so Redis's answer comes after twice the delay: 300 ms, and
+  // 1.4 s — past ioredis's own 1 s command timeout, after which a late answer used to be dropped
+  // unread, leaving its slot held and its reservation charged.
+  it.each([SLOW_REDIS_MS, 700])('leaves nothing behind in Redis from a check it answered too late: no slot held, no reservation unsettled (each way delayed %i ms)', async (delayMs) => {
     await awaitRoomInWindow(86_400_000, 10_000);
     const caller = await newLimitsCaller(gateway.app);
-    proxy.setDelay(SLOW_REDIS_MS);
+    proxy.setDelay(delayMs);
     let used: number;
     try {
       const response = await generate(gateway.app, { credential: caller.apiKey, remoteAddress: randomIp(), body: chatBody({ max_tokens: 50, ignore_eos: true }) });
       expectOk(response);
       const { usage } = response.json<{ usage: { prompt_tokens: number; completion_tokens: number } }>();
       used = usage.prompt_tokens + usage.completion_tokens;
-      // Let the late admission reach Redis before the delay is lifted.
-      await sleep(3 * SLOW_REDIS_MS);
+      // Let the late admission reach Redis, and its answer come back, before the delay is lifted.
+      await sleep(3 * delayMs);
     } finally {
       proxy.setDelay(0);
     }
