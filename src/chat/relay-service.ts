@@ -6,7 +6,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../auth/authenticate.js';
 import { GatewayError } from '../errors.js';
-import { isUnstorableText } from '../platform/database-errors.js';
+import { answeredStatus } from '../platform/error-handler.js';
 import type { ModelCatalog } from '../upstream/model-catalog.js';
 import { classifyErrorResponse, classifyTransportError, UpstreamFailure } from '../upstream/upstream-failure.js';
 import type { GenerationPath, UpstreamResponse, VllmClient } from '../upstream/vllm-client.js';
@@ -253,9 +253,9 @@ export function createRelayService(dependencies: {
         // Read to the end or cut by the abort: either way nothing of it reaches the client.
         void upstream.body.dump().catch(() => undefined);
         controller.abort(new Error('the answer could not be prepared'));
-        // The caller's own text (a 4xx, or U+0000 that PostgreSQL refused) is a client error; anything
-        // else cut a generation we had started.
-        if (error instanceof GatewayError ? error.status < 500 : isUnstorableText(error)) conclude({ outcome: 'client_error' });
+        // What the client is told is its own fault (a 4xx, such as U+0000 that PostgreSQL refused) is
+        // a client error; anything else cut a generation we had started.
+        if (answeredStatus(error) < 500) conclude({ outcome: 'client_error' });
         else conclude({ outcome: 'aborted', abortReason: 'not_stored' });
         throw error;
       }

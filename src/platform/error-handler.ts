@@ -53,6 +53,11 @@ export function sendError(reply: FastifyReply, error: GatewayError): FastifyRepl
   return reply.code(error.status).headers(error.headers).type('application/json; charset=utf-8').send(error.toEnvelope());
 }
 
+/** The status a failure is answered with, as the handler would answer it (500 for the unexpected). */
+export function answeredStatus(error: unknown): number {
+  return error instanceof Error ? (toGatewayError(error)?.status ?? 500) : 500;
+}
+
 function toGatewayError(error: FastifyError | Error): GatewayError | null {
   if (isGatewayError(error)) return error;
   const fastifyError = error as Partial<FastifyError>;
