@@ -6,6 +6,9 @@ import { currentTat, emissionInterval, parseRateState, quotaBucket, rateStanding
 import { admissionScriptArguments, operationsScript, parseAdmissionReply, settlementScriptArguments } from './admission-script.js';
 import { createScriptBatcher } from './redis-script-batch.js';
 
+/** How long a limits script call waits for Redis's answer, however late (see createRedisStore). */
+const limitsAnswerTimeoutMs = 10_000;
+
 export interface RedisStoreOptions {
   url: string;
   keyPrefix: string;
@@ -13,8 +16,6 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
   /** How long to wait for the first connection at start before going on without it. */
   connectTimeoutMs?: number;
-  /** How long the limits' script calls may wait for Redis's answer, however late (see below). */
-  lateAnswerTimeoutMs?: number;
 }
 
 export async function createRedisStore(options: RedisStoreOptions): Promise<KeyValueStore & { client: Redis }> {
@@ -35,7 +36,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
   // granted once it comes (limits-service). ioredis's command timeout would drop an answer later
   // than a second unread — its slot held, its reservation charged — so the limits' script runs on a
   // connection of its own that waits far longer (bounded: a hung Redis must not grow the queue forever).
-  const limitsClient = new Redis(options.url, { ...connectionOptions, commandTimeout: options.lateAnswerTimeoutMs ?? 10_000 });
+  const limitsClient = new Redis(options.url, { ...connectionOptions, commandTimeout: limitsAnswerTimeoutMs });
   limitsClient.defineCommand('gatewayOperations', { lua: operationsScript });
   const scripts = client as unknown as { gatewaySetUnlessChanged(...keysAndArguments: Array<string | number>): Promise<unknown> };
   const limitsScripts = limitsClient as unknown as { gatewayOperations(...keysAndArguments: Array<string | number>): Promise<unknown> };
