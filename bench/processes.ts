@@ -57,6 +57,15 @@ export function startSimulator(options: { port: number; ttftMs: number; itlMs: n
   });
 }
 
+/**
+ * BENCH_GATEWAY_ENV="NAME=value NAME=value": variables for every gateway the suite starts, to
+ * measure a setting (LIMITS_OVERLAP_ADMISSION=true) against the same baselines.
+ */
+function gatewayEnvironmentFromBench(): Record<string, string> {
+  const pairs = (process.env.BENCH_GATEWAY_ENV ?? '').split(/\s+/).filter((pair) => pair.includes('='));
+  return Object.fromEntries(pairs.map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+}
+
 export function startGateway(options: {
   port: number;
   vllmUrl: string;
@@ -92,7 +101,7 @@ export function startGateway(options: {
     env.REDIS_KEY_PREFIX = `bench-${randomBytes(4).toString('hex')}:`;
   }
   if (options.databaseUrl !== null) env.DATABASE_SCHEMA = `bench_${randomBytes(4).toString('hex')}`;
-  Object.assign(env, options.environment);
+  Object.assign(env, gatewayEnvironmentFromBench(), options.environment);
   // A CPU profile, written when the gateway exits (bench/profile.ts).
   const profile = options.profileDirectory === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', options.profileDirectory];
   return startProcess({ name: 'gateway', args: [...profile, options.entry ?? 'dist/src/main.js'], env, ready: /"url":"(http:\/\/[^"]+)"[^\n]*gateway listening/ });
