@@ -105,8 +105,6 @@ export interface Config {
     defaultTokenReservation: number;
     /** How long a limit check may wait for Redis before this instance decides alone. */
     storeTimeoutMs: number;
-    /** Run the admission beside vLLM's start for callers far from their limits (see limits/admission-headroom.ts). */
-    overlapAdmission: boolean;
     /** Per-role defaults over the ones above (e.g. admins allowed more). */
     byRole: Partial<Record<'user' | 'admin', RoleLimits>>;
   };
@@ -201,7 +199,6 @@ export function parseConfig(environment: Environment): LoadedConfig {
       maxTokensCap: read.integer('MAX_TOKENS_CAP', { fallback: 4096, min: 1, max: 10_000_000 }),
       defaultTokenReservation: read.integer('TOKEN_RESERVATION_DEFAULT', { fallback: 1024, min: 1, max: 10_000_000 }),
       storeTimeoutMs: read.integer('LIMITS_STORE_TIMEOUT_MS', { fallback: 50, min: 1, max: 10_000 }),
-      overlapAdmission: read.boolean('LIMITS_OVERLAP_ADMISSION', false),
       byRole: readLimitsByRole(read),
     },
   };

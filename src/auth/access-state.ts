@@ -22,8 +22,6 @@ interface UserState {
   status: 'active' | 'disabled';
   role: 'user' | 'admin';
   limits: LimitOverrides;
-  /** When it was read from PostgreSQL into the store (absent in entries older instances wrote). */
-  filledAt?: number;
 }
 
 interface ApiKeyState {
@@ -31,7 +29,6 @@ interface ApiKeyState {
   userId: string;
   expiresAt: number | null;
   revoked: boolean;
-  filledAt?: number;
 }
 
 export interface AccessGranted {
@@ -52,24 +49,6 @@ export interface JudgedAccess {
   precondition: StoredValuesPrecondition;
   /** When the credential itself expires (an API key's expiry), in ms since the epoch. */
   validUntil: number | null;
-  /**
-   * Until when the store surely still holds the precondition's values (ms since the epoch): they
-   * were read from PostgreSQL and cached at the judgment, so they last stateTtlMs. 0 when some came
-   * from the store, of unknown age. An admission run beside vLLM's start (limits/guard.ts) needs it:
-   * a value that lapsed fails the precondition, and that would abort a request vLLM already has.
-   */
-  freshUntil: number;
-}
-
-/** How long before a cached value lapses a judgment stops counting as fresh. */
-const freshnessMarginMs = 1000;
-
-/**
- * Until when a cached user or key entry surely stays in the store: each is written only when
- * filled from PostgreSQL (changes delete it), stamped with that time. 0 for an entry without one.
- */
-function freshUntilOf(entry: { filledAt?: number | undefined } | null): number {
-  return typeof entry?.filledAt === 'number' ? entry.filledAt + stateTtlMs - freshnessMarginMs : 0;
 }
 
 /** Credentials judged valid that this process remembers; past this, the oldest is forgotten. */
@@ -154,8 +133,7 @@ export function createAccessState(options: {
       const markers = fill ? await markersBeforeRead(entryKeys) : null;
       const state = await readAccessState(userId, sessionId);
       if (state === null) return null;
-      const user: UserState = { ...state.user, filledAt: Date.now() };
-      const userValue = JSON.stringify(user);
+      const userValue = JSON.stringify(state.user);
       const sessionValue = state.sessionActive ? 'active' : 'revoked';
       if (markers !== null) {
         fillCache([
@@ -163,7 +141,7 @@ export function createAccessState(options: {
           ...(sessionId === null ? [] : [{ key: keys.session(sessionId), value: sessionValue, marker: markers[1] ?? null }]),
         ]);
       }
-      return { ...state, user, userValue, sessionValue };
+      return { ...state, userValue, sessionValue };
     });
   }
 
@@ -173,7 +151,7 @@ export function createAccessState(options: {
       const markers = fill ? await markersBeforeRead([keys.apiKey(keyHash)]) : null;
       const record = await apiKeys.findByHash(keyHash);
       if (record === undefined) return null;
-      const keyState: ApiKeyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null, filledAt: Date.now() };
+      const keyState: ApiKeyState = { id: record.id, userId: record.user_id, expiresAt: record.expires_at?.getTime() ?? null, revoked: record.revoked_at !== null };
       const keyValue = JSON.stringify(keyState);
       if (markers !== null) fillCache([{ key: keys.apiKey(keyHash), value: keyValue, marker: markers[0] ?? null }]);
       return { keyState, keyValue };
@@ -225,8 +203,7 @@ export function createAccessState(options: {
     let sessionValue = cachedSession ?? null;
     let user = userValue === null ? null : (JSON.parse(userValue) as UserState);
     let sessionActive = sessionValue === null ? null : sessionValue === 'active';
-    const readFromDatabase = user === null || sessionActive === null;
-    if (readFromDatabase) {
+    if (user === null || sessionActive === null) {
       const state = await loadAccessState(claims.userId, claims.sessionId, true);
       if (state === null) throw new GatewayError('invalid_token', 'Credentials are no longer valid');
       user = state.user;
@@ -242,8 +219,6 @@ export function createAccessState(options: {
       apiKeyId: null,
       precondition: { keys: [keys.deniedToken(claims.tokenId), keys.user(claims.userId), keys.session(claims.sessionId)], values: [null, userValue, sessionValue] },
       validUntil: null,
-      // The session entry has no stamp: fresh only when it was filled for this very judgment.
-      freshUntil: readFromDatabase ? freshUntilOf(user) : 0,
     });
     return granted;
   }
@@ -321,7 +296,6 @@ export function createAccessState(options: {
         apiKeyId: keyState.id,
         precondition: { keys: [keys.apiKey(keyHash), keys.user(keyState.userId)], values: [keyValue, userValue] },
         validUntil: keyState.expiresAt,
-        freshUntil: Math.min(freshUntilOf(keyState), freshUntilOf(user)),
       });
     }
     return { ...granted, apiKeyId: keyState.id };

@@ -21,8 +21,6 @@ declare module 'fastify' {
      * admission must find these store values unchanged, or call `confirmAccess` (see runAdmitted).
      */
     accessPrecondition: StoredValuesPrecondition | null;
-    /** With accessPrecondition: until when its values surely stay in the store (JudgedAccess.freshUntil). */
-    accessFreshUntil: number;
   }
   interface FastifyContextConfig {
     /** The route admits a generation before anything else happens: the credential's state is confirmed by the admission itself. */
@@ -54,14 +52,14 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
    * A principal from an earlier judgment of the same credential, with the store values that must
    * still hold; null when this process has none (or the header is not a plain valid credential).
    */
-  async function identifyFromJudgment(authorization: string | undefined): Promise<{ principal: Principal; precondition: StoredValuesPrecondition; freshUntil: number } | null> {
+  async function identifyFromJudgment(authorization: string | undefined): Promise<{ principal: Principal; precondition: StoredValuesPrecondition } | null> {
     const credential = authorization === undefined ? undefined : bearerPattern.exec(authorization)?.[1];
     if (credential === undefined) return null;
     if (looksLikeApiKey(credential)) {
       const judged = accessState.judgedApiKey(credential);
       if (judged?.apiKeyId == null) return null;
       // Its use is recorded once the admission confirms it (judgmentConfirmed).
-      return { principal: { kind: 'api_key', ...judged.granted, apiKeyId: judged.apiKeyId }, precondition: judged.precondition, freshUntil: judged.freshUntil };
+      return { principal: { kind: 'api_key', ...judged.granted, apiKeyId: judged.apiKeyId }, precondition: judged.precondition };
     }
     const claims = await accessTokens.verify(credential);
     const judged = accessState.judgedAccessToken(claims);
@@ -70,7 +68,6 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
     return {
       principal: { kind: 'access_token', userId, role, limits, sessionId: claims.sessionId, tokenId: claims.tokenId, expiresAt: claims.expiresAt },
       precondition: judged.precondition,
-      freshUntil: judged.freshUntil,
     };
   }
 
@@ -81,7 +78,6 @@ export function createAuthenticator(dependencies: { accessTokens: AccessTokens; 
         if (fromJudgment !== null) {
           request.principal = fromJudgment.principal;
           request.accessPrecondition = fromJudgment.precondition;
-          request.accessFreshUntil = fromJudgment.freshUntil;
           return;
         }
       }

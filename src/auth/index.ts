@@ -77,7 +77,6 @@ export async function registerAccounts(
 
   app.decorateRequest('principal', null);
   app.decorateRequest('accessPrecondition', null);
-  app.decorateRequest('accessFreshUntil', 0);
   app.addHook('onClose', () => accounts.close());
 
   await ensureBootstrapAdmin({ admin: dependencies.config.bootstrapAdmin, users: accounts.users, accountService, logger: dependencies.logger });

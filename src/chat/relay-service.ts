@@ -6,7 +6,6 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../auth/authenticate.js';
 import { GatewayError } from '../errors.js';
-import { GenerationStopped } from './generation-stopped.js';
 import { answeredStatus } from '../platform/error-handler.js';
 import type { ModelCatalog } from '../upstream/model-catalog.js';
 import { classifyErrorResponse, classifyTransportError, UpstreamFailure } from '../upstream/upstream-failure.js';
@@ -18,7 +17,6 @@ import { prepareUpstreamRequest, type PolicyOptions } from './request-policy.js'
 import { sseHeaders } from './sse.js';
 import { estimatePromptTokens, readUsage, StreamObserver, type TokenUsage } from './stream-observer.js';
 import { firstFinishReason, firstMessageContent, parseJsonObject } from './completion-fields.js';
-import { PendingAdmission } from './pending-admission.js';
 import { relayStream, type StopReason, type StreamEnding } from './stream-relay.js';
 
 export interface RelayTimeouts {
@@ -72,12 +70,6 @@ export interface RelayInput {
    * the answer. If it fails, the generation is abandoned unanswered and the failure is the reply.
    */
   ready?: Promise<unknown>;
-  /**
-   * The admission, when it runs beside vLLM's start (limits/guard.ts): nothing reaches the client
-   * and nothing is recorded before it is granted; a refusal aborts vLLM's request at once and is
-   * thrown as it came, with no usage or request counted (as if the relay had never run).
-   */
-  admission?: Promise<unknown>;
 }
 
 /** vLLM's own failures that another replica may not share: retried once, before any byte was sent. */
@@ -128,19 +120,6 @@ export function createRelayService(dependencies: {
     const totalTimer = setTimeout(() => controller.abort(new DOMException('The total timeout ran out', 'TimeoutError')), timeouts.totalTimeoutMs);
     totalTimer.unref();
     const signal = controller.signal;
-    let upstream: UpstreamResponse | null = null;
-
-    const admission = input.admission && new PendingAdmission(input.admission, () => controller.abort(new Error('the generation was not admitted')));
-    /** Throws the admission's refusal, once it is decided: vLLM's request is aborted, nothing recorded. */
-    const throwIfRefused = async (): Promise<void> => {
-      const refused = await admission?.refused();
-      if (refused == null) return;
-      clearTimeout(totalTimer);
-      input.stop?.signal.removeEventListener('abort', onStop);
-      lease?.release('neutral');
-      if (upstream !== null) void upstream.body.dump().catch(() => undefined);
-      throw refused.error;
-    };
 
     const conclude = (ending: { outcome: RequestOutcome; abortReason?: AbortReason | null; error?: GatewayError | null; usage?: TokenUsage | null; finishReason?: string | null }): RelayResult => {
       clearTimeout(totalTimer);
@@ -211,6 +190,7 @@ export function createRelayService(dependencies: {
     };
 
     // One retry on another replica when a server fails before answering: nothing reached the client yet.
+    let upstream: UpstreamResponse | null = null;
     const tried = new Set<string>();
     for (let attempt = 0; upstream === null; attempt += 1) {
       let current: UpstreamLease;
@@ -218,7 +198,6 @@ export function createRelayService(dependencies: {
         current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried, signal });
         lease = current;
       } catch (error) {
-        await throwIfRefused();
         const ended = endedByUs();
         if (ended !== null) return stoppedBeforeAnswer(ended);
         if (attempt > 0 && lastFailure !== null) return failEarly(lastFailure);
@@ -250,7 +229,6 @@ export function createRelayService(dependencies: {
         }
         upstream = response;
       } catch (error) {
-        await throwIfRefused();
         const ended = endedByUs();
         if (ended !== null) return stoppedBeforeAnswer(ended);
         const failure = error instanceof UpstreamFailure ? error : classifyTransportError(signal.aborted ? signal.reason : error);
@@ -265,11 +243,10 @@ export function createRelayService(dependencies: {
       }
     }
 
-    // A body that fails while we wait (the client left, vLLM cut it) must not be an unheard
-    // 'error'; whoever reads it next still sees the failure.
-    if (admission !== undefined || input.ready !== undefined) upstream.body.on('error', () => undefined);
-    await throwIfRefused();
     if (input.ready !== undefined) {
+      // A body that fails while we wait (the client left, vLLM cut it) must not be an unheard
+      // 'error'; whoever reads it next still sees the failure.
+      upstream.body.on('error', () => undefined);
       try {
         await input.ready;
       } catch (error) {
@@ -398,3 +375,13 @@ export function createRelayService(dependencies: {
 }
 
 export type RelayService = ReturnType<typeof createRelayService>;
+
+/** A JSON request stopped (or cut by shutdown) before vLLM answered; carries what it cost so far. */
+export class GenerationStopped extends GatewayError {
+  constructor(readonly result: RelayResult) {
+    super(
+      result.abortReason === 'shutdown' ? 'service_unavailable' : 'generation_stopped',
+      result.abortReason === 'shutdown' ? 'The gateway is shutting down' : 'The generation was stopped',
+    );
+  }
+}

@@ -38,8 +38,6 @@ export const v1Routes: FastifyPluginAsyncTypebox<V1RoutesOptions> = async (app, 
       defaultReservation: options.defaultReservation,
       authenticator,
       generate: (principal) => relayService.relay({ request, reply, principal, endpoint, body }),
-      // Nothing is stored for a /v1 request: it may leave for vLLM while a caller far from its limits is admitted.
-      generateBeside: (principal, admission) => relayService.relay({ request, reply, principal, endpoint, body, admission }),
     });
   // Nothing happens on these routes before the admission, so it can confirm the credential's state.
   const confirmsAccessAtAdmission = { confirmsAccessAtAdmission: true };

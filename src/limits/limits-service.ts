@@ -12,7 +12,6 @@ import { GatewayError } from '../errors.js';
 import type { AdmissionRequest, AdmissionResult, QuotaCheck, RateCheck, StoredValuesPrecondition } from '../platform/admission.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { createMemoryStore } from '../platform/memory-store.js';
-import { createAdmissionHeadroom } from './admission-headroom.js';
 import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
 import { limitHeaders, requestRateHeaders, retryAfterSeconds } from './limit-headers.js';
 
@@ -38,13 +37,6 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   /** Set while Redis misses the timeout: a precondition cannot hold on the fallback, so none is tried. */
   let storeDegraded = false;
   const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
-  const overlapped = new Counter({
-    name: 'rate_limit_overlapped_admissions_total',
-    help: 'Admissions run beside vLLM\'s start (the caller was far from its limits), by outcome; a refused one reached vLLM and was aborted at once.',
-    labelNames: ['outcome'],
-    registers,
-  });
-  const headroom = createAdmissionHeadroom();
 
   /**
    * Runs an operation on the shared store, or on this instance's memory when the store fails or is
@@ -117,39 +109,11 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
     },
 
     /**
-     * True when this generation's admission may run beside vLLM's start: Redis decides, and its
-     * last answer for the caller on this instance left room on every limit (admission-headroom.ts).
-     */
-    mayAdmitBeside(input: { principal: Principal; ip: string; reserveTokens: number }): boolean {
-      if (!config.overlapAdmission || store.kind === 'memory' || storeDegraded) return false;
-      const limits = this.limitsFor(input.principal);
-      return headroom.claim({
-        userId: input.principal.userId,
-        ipBucket: ipBucket(input.ip),
-        reserveTokens: input.reserveTokens,
-        limits: { requests: limits.requests, ipRequests: config.ipRequests, maxConcurrent: limits.maxConcurrentStreams },
-        now: Date.now(),
-      });
-    },
-
-    /** How an admission run beside vLLM's start ended, for rate_limit_overlapped_admissions_total. */
-    countOverlapped(outcome: 'admitted' | 'refused' | 'access_changed'): void {
-      overlapped.inc({ outcome });
-    },
-
-    /**
      * Admits a generation request, or throws 429 with the reason and Retry-After. With a
      * precondition (the caller's credential state as last judged), resolves null when the store
      * no longer holds those values: nothing was consumed, and the credential must be checked again.
      */
-    async admitGeneration(input: {
-      principal: Principal;
-      ip: string;
-      reserveTokens: number;
-      precondition?: StoredValuesPrecondition | null;
-      /** Called the moment the store refuses, before the refusal's headers are read. */
-      onRefused?: () => void;
-    }): Promise<Admission | null> {
+    async admitGeneration(input: { principal: Principal; ip: string; reserveTokens: number; precondition?: StoredValuesPrecondition | null }): Promise<Admission | null> {
       // While Redis is slow the admission would end on this instance's memory, where the
       // precondition never holds — and Redis's late answer would still charge the rates: the
       // credential is checked in full first instead.
@@ -173,7 +137,6 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       const leaseId = randomUUID();
       const concurrency = { key: `concurrency:${userId}`, limit: limits.maxConcurrentStreams, leaseId, leaseTtlMs: leaseTtlMs };
       const request: AdmissionRequest = { now: Date.now(), rates, quotas, concurrency, precondition: input.precondition ?? null };
-      headroom.started(userId);
       const settleOn = (where: KeyValueStore, admitted: AdmissionResult, used: number) =>
         where.settle({
           quotas: admitted.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
@@ -189,11 +152,6 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         else await settleOn(store, late, finishedWith);
       };
       const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate);
-      if (!result.allowed) {
-        if (result.failure?.kind !== 'precondition') input.onRefused?.();
-        headroom.ended(userId);
-        headroom.withdraw(userId);
-      }
       if (result.failure?.kind === 'precondition') {
         // Nothing was consumed here. If this answer came from the fallback (Redis was slow), a late
         // Redis answer may still admit: it is given back at once (see onLate), holding no slot.
@@ -214,20 +172,6 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         refuse(result, { rate: ['user_requests', 'ip_requests'], quota: quotaNames }, headers);
       }
       const headers = limitHeaders({ limits, rates: result.rates, quotas: result.quotas, quotaLimits: quotas.map((quota) => quota.limit) });
-      if (target === store) {
-        headroom.admitted(
-          userId,
-          {
-            ipBucket: ipBucket(input.ip),
-            requestsLeft: result.rates[0]?.remaining ?? 0,
-            ipRequestsLeft: result.rates[1]?.remaining ?? 0,
-            tokensLeft: Math.min(...quotas.map((quota, index) => quota.limit - (result.quotas[index]?.used ?? quota.limit))),
-          },
-          request.now,
-        );
-      } else {
-        headroom.withdraw(userId);
-      }
 
       // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs.
       const renewal = setInterval(() => void target.renewLease({ key: concurrency.key, leaseId, ttlMs: leaseTtlMs }).catch(() => undefined), leaseRenewMs);
@@ -239,7 +183,6 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
           if (finished) return;
           finished = true;
           clearInterval(renewal);
-          headroom.ended(userId);
           const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
           finishedWith = used;
           try {
