@@ -34,6 +34,15 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   const rejections = new Counter({ name: 'rate_limit_rejections_total', help: 'Requests refused by a limit, by reason.', labelNames: ['reason'], registers });
   const fallbacks = new Counter({ name: 'rate_limit_store_fallback_total', help: 'Limit checks decided by this instance alone because Redis did not answer.', registers });
   let lastFallbackLogAt = 0;
+  let lastGiveBackLogAt = 0;
+
+  /** A check Redis answered late could not be given back there (logged once per interval: it comes in bursts). */
+  function giveBackFailed(error: unknown): void {
+    const now = Date.now();
+    if (now - lastGiveBackLogAt < fallbackLogIntervalMs) return;
+    lastGiveBackLogAt = now;
+    logger.warn({ err: error }, 'limits: a check Redis answered late could not be given back; its slot lapses within 60 s, its reservation stays charged');
+  }
   /** Set while Redis misses the timeout: a precondition cannot hold on the fallback, so none is tried. */
   let storeDegraded = false;
   const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
@@ -77,7 +86,11 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
     } finally {
       clearTimeout(timer);
       if (gaveUp && undoLate !== undefined) {
-        attempt.then((late) => undoLate(late)).catch(() => undefined);
+        // No answer at all leaves nothing to give back (and Redis being down is logged above).
+        attempt.then(
+          (late) => undoLate(late).catch(giveBackFailed),
+          () => undefined,
+        );
       }
     }
   }
@@ -157,7 +170,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         // Redis answer may still admit: it is given back at once (see onLate), holding no slot.
         finishedWith = 0;
         const late: AdmissionResult | null = lateAdmission;
-        if (late !== null) await settleOn(store, late, 0).catch(() => undefined);
+        if (late !== null) await settleOn(store, late, 0).catch(giveBackFailed);
         return null;
       }
       if (!result.allowed) {
