@@ -9,7 +9,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Principal } from '../auth/authenticate.js';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
-import type { AdmissionRequest, AdmissionResult, QuotaCheck, RateCheck, StoredValuesPrecondition } from '../platform/admission.js';
+import { quotaBucket, type AdmissionRequest, type AdmissionResult, type QuotaCheck, type RateCheck, type StoredValuesPrecondition } from '../platform/admission.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { createMemoryStore } from '../platform/memory-store.js';
 import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
@@ -50,9 +50,14 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   /**
    * Runs an operation on the shared store, or on this instance's memory when the store fails or is
    * slow. A late answer from Redis is handed to `undoLate`, so a check we stopped waiting for leaves
-   * no slot or reservation behind there.
+   * no slot or reservation behind there; when none ever comes (the connection's own timeout ran out,
+   * or it broke), `onLost` is called instead, without knowing whether Redis ran it.
    */
-  async function onStore<T>(operation: (target: KeyValueStore) => Promise<T>, undoLate?: (lateValue: T) => Promise<void>): Promise<{ value: T; target: KeyValueStore }> {
+  async function onStore<T>(
+    operation: (target: KeyValueStore) => Promise<T>,
+    undoLate?: (lateValue: T) => Promise<void>,
+    onLost?: () => void,
+  ): Promise<{ value: T; target: KeyValueStore }> {
     if (store.kind === 'memory') return { value: await operation(store), target: store };
     let timer: NodeJS.Timeout | undefined;
     let gaveUp = false;
@@ -86,10 +91,9 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
     } finally {
       clearTimeout(timer);
       if (gaveUp && undoLate !== undefined) {
-        // No answer at all leaves nothing to give back (and Redis being down is logged above).
         attempt.then(
           (late) => undoLate(late).catch(giveBackFailed),
-          () => undefined,
+          () => onLost?.(),
         );
       }
     }
@@ -150,11 +154,20 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       const leaseId = randomUUID();
       const concurrency = { key: `concurrency:${userId}`, limit: limits.maxConcurrentStreams, leaseId, leaseTtlMs: leaseTtlMs };
       const request: AdmissionRequest = { now: Date.now(), rates, quotas, concurrency, precondition: input.precondition ?? null };
-      const settleOn = (where: KeyValueStore, admitted: AdmissionResult, used: number) =>
+      const settleOn = (where: KeyValueStore, admitted: { quotas: Array<{ bucketKey: string; resetMs: number }> }, used: number, onlyIfLeased = false) =>
         where.settle({
           quotas: admitted.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
           release: { key: concurrency.key, leaseId },
+          onlyIfLeased,
         });
+      // Redis never answered: whether it admitted is unknown, so the settlement applies only if it
+      // did (its lease is there). Sent on the same connection after the check, it runs after it.
+      let answerLost = false;
+      const settleIfGranted = (used: number) => settleOn(store, { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) }, used, true);
+      const onLost = () => {
+        if (finishedWith === null) answerLost = true;
+        else void settleIfGranted(finishedWith).catch(giveBackFailed);
+      };
       // A Redis admission that arrived after we stopped waiting is settled like the real one, so
       // Redis counts the tokens actually used and holds no slot for a generation that is over.
       let lateAdmission: AdmissionResult | null = null;
@@ -164,15 +177,15 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         if (finishedWith === null) lateAdmission = late;
         else await settleOn(store, late, finishedWith);
       };
-      const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate);
-      if (result.failure?.kind === 'precondition') {
+      const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate, onLost);
+      if (!result.allowed) {
         // Nothing was consumed here. If this answer came from the fallback (Redis was slow), a late
         // Redis answer may still admit: it is given back at once (see onLate), holding no slot.
         finishedWith = 0;
         const late: AdmissionResult | null = lateAdmission;
         if (late !== null) await settleOn(store, late, 0).catch(giveBackFailed);
-        return null;
       }
+      if (result.failure?.kind === 'precondition') return null;
       if (!result.allowed) {
         // A refusal consumed nothing and reported nothing: read where each limit stands for the headers.
         const standing = await target.peek({ now: request.now, rates, quotas }).catch(() => ({ rates: [], quotas: [] }));
@@ -202,6 +215,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
             await settleOn(target, result, used);
             const late: AdmissionResult | null = lateAdmission;
             if (late !== null) await settleOn(store, late, used);
+            if (answerLost) await settleIfGranted(used);
           } catch (error) {
             logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
           }

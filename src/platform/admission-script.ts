@@ -93,16 +93,20 @@ local function admit_one(KEYS, ARGV)
 end
 `;
 
-/** KEYS: quota buckets, then the concurrency key; ARGV: quota count, deltas…, lease id or ''. */
+/**
+ * KEYS: quota buckets, then the concurrency key; ARGV: quota count, deltas…, lease id or '', then
+ * '1' when it applies only while that lease is held (the admission it settles ran and granted).
+ */
 const settleOne = `
 local function settle_one(KEYS, ARGV)
   local count = tonumber(ARGV[1])
+  local lease = ARGV[count + 2]
+  if ARGV[count + 3] == '1' and (lease == '' or not redis.call('ZSCORE', KEYS[count + 1], lease)) then return 0 end
   for i = 1, count do
     if redis.call('EXISTS', KEYS[i]) == 1 then
       if redis.call('INCRBY', KEYS[i], ARGV[1 + i]) < 0 then redis.call('SET', KEYS[i], '0', 'KEEPTTL') end
     end
   end
-  local lease = ARGV[count + 2]
   if lease ~= '' then redis.call('ZREM', KEYS[count + 1], lease) end
   return 1
 end
@@ -173,7 +177,10 @@ export function settlementScriptArguments(settlement: Settlement, prefix: string
   if (settlement.release !== null) keys.push(prefix + settlement.release.key);
   if (keys.length === 0) return null;
   // INCRBY takes integers only: a delta that is not one would fail this settlement in Redis.
-  return { keys, args: [settlement.quotas.length, ...settlement.quotas.map((quota) => Math.round(quota.delta)), settlement.release?.leaseId ?? ''] };
+  return {
+    keys,
+    args: [settlement.quotas.length, ...settlement.quotas.map((quota) => Math.round(quota.delta)), settlement.release?.leaseId ?? '', settlement.onlyIfLeased === true ? '1' : ''],
+  };
 }
 
 /** Reads the script's answer back into an AdmissionResult. */

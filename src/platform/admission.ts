@@ -64,6 +64,11 @@ export interface Settlement {
   /** Token counters to correct: the reservation replaced by the real usage. */
   quotas: Array<{ bucketKey: string; delta: number; ttlMs: number }>;
   release: { key: string; leaseId: string } | null;
+  /**
+   * Apply it only if the lease is still held — that is, only if the admission it settles ran and
+   * granted. For an admission whose answer was lost: sent after it, it finds out which it was.
+   */
+  onlyIfLeased?: boolean;
 }
 
 export function quotaBucket(check: { key: string; windowMs: number }, now: number): { bucketKey: string; resetMs: number } {
@@ -152,6 +157,11 @@ export function admitInMemory(state: AdmissionState, request: AdmissionRequest):
 }
 
 export function settleInMemory(state: AdmissionState, settlement: Settlement, now: number): void {
+  if (settlement.onlyIfLeased === true) {
+    const expiresAt = settlement.release === null ? undefined : state.leases.get(settlement.release.key)?.get(settlement.release.leaseId);
+    // Still listed, even if lapsed since: the admission granted, so its reservation is settled.
+    if (expiresAt === undefined) return;
+  }
   for (const quota of settlement.quotas) {
     const counter = state.counters.get(quota.bucketKey);
     if (counter === undefined || counter.expiresAt <= now) continue;

@@ -278,6 +278,29 @@ describe.each(storeKinds)('admission on the %s store', (kind) => {
       expect((await store.admit(request(now, { concurrency: lease(leaseKey, 2, 'd') }))).allowed).toBe(false);
     });
 
+    it('applies a settlement marked onlyIfLeased only while its lease is held: an admission whose answer was lost settles if it ran, and does nothing if it did not', async () => {
+      const leaseKey = key('lost');
+      const quotaKey = key('lost-quota');
+      const now = minuteStart(1000);
+      const quotaCheck: QuotaCheck = { key: quotaKey, limit: 1000, windowMs: minuteMs, reserve: 100 };
+      const ran = await store.admit(request(now, { quotas: [quotaCheck], concurrency: lease(leaseKey, 2, 'ran') }));
+      expect(ran.quotas[0]?.used).toBe(100);
+      const bucket = ran.quotas[0]!.bucketKey;
+      const settleIfLeased = (leaseId: string, used: number) =>
+        store.settle({ quotas: [{ bucketKey: bucket, delta: used - 100, ttlMs: 120_000 }], release: { key: leaseKey, leaseId }, onlyIfLeased: true });
+
+      // 'never-ran' reached the store no more than its answer came back: nothing to settle.
+      await settleIfLeased('never-ran', 0);
+      expect((await store.peek({ now, rates: [], quotas: [quotaCheck] })).quotas[0]?.used).toBe(100);
+      // 'ran' did: its reservation becomes the 30 tokens used, and its slot is freed.
+      await settleIfLeased('ran', 30);
+      expect((await store.peek({ now, rates: [], quotas: [quotaCheck] })).quotas[0]?.used).toBe(30);
+      expect((await store.admit(request(now, { concurrency: lease(leaseKey, 1, 'next') }))).allowed).toBe(true);
+      // Applied once: a second time finds no lease.
+      await settleIfLeased('ran', 30);
+      expect((await store.peek({ now, rates: [], quotas: [quotaCheck] })).quotas[0]?.used).toBe(30);
+    });
+
     it('lets the lease of a dead instance lapse, unless it is renewed', async () => {
       const lapsing = key('lapsing');
       const renewed = key('renewed');

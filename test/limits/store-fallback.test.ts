@@ -125,10 +125,12 @@ describe.skipIf(!hasRealServices)('limits when Redis is down or slow', () => {
     expect(await fallbackActive()).toBe(0);
   });
 
-  // The proxy holds each chunk both ways, so Redis's answer comes after twice the delay: 300 ms, and
-  // 1.4 s — past ioredis's own 1 s command timeout, after which a late answer used to be dropped
-  // unread, leaving its slot held and its reservation charged.
-  it.each([SLOW_REDIS_MS, 700])('leaves nothing behind in Redis from a check it answered too late: no slot held, no reservation unsettled (each way delayed %i ms)', async (delayMs) => {
+  // The proxy holds each chunk both ways, so Redis's answer comes after twice the delay: 300 ms;
+  // 1.4 s — past ioredis's default 1 s command timeout, after which a late answer used to be dropped
+  // unread, leaving its slot held and its reservation charged; and 11 s — past the limits
+  // connection's own 10 s, so the answer is lost for good: a settlement that applies only while the
+  // check's lease is held follows it on the same connection, and Redis runs it after the check.
+  it.each([SLOW_REDIS_MS, 700, 5_500])('leaves nothing behind in Redis from a check it answered too late: no slot held, no reservation unsettled (each way delayed %i ms)', { timeout: 45_000 }, async (delayMs) => {
     await awaitRoomInWindow(86_400_000, 10_000);
     const caller = await newLimitsCaller(gateway.app);
     proxy.setDelay(delayMs);
@@ -138,8 +140,9 @@ describe.skipIf(!hasRealServices)('limits when Redis is down or slow', () => {
       expectOk(response);
       const { usage } = response.json<{ usage: { prompt_tokens: number; completion_tokens: number } }>();
       used = usage.prompt_tokens + usage.completion_tokens;
-      // Let the late admission reach Redis, and its answer come back, before the delay is lifted.
-      await sleep(3 * delayMs);
+      // Let the late admission reach Redis, and its answer (or the settlement that follows a lost
+      // one, sent at 10 s) come back, before the delay is lifted.
+      await sleep(delayMs > 5000 ? 10_000 + 2 * delayMs : 3 * delayMs);
     } finally {
       proxy.setDelay(0);
     }
