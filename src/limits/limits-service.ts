@@ -12,6 +12,7 @@ import { GatewayError } from '../errors.js';
 import { quotaBucket, type AdmissionRequest, type AdmissionResult, type QuotaCheck, type RateCheck, type StoredValuesPrecondition } from '../platform/admission.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { createMemoryStore } from '../platform/memory-store.js';
+import { commandNeverSent } from '../platform/redis-store.js';
 import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
 import { limitHeaders, requestRateHeaders, retryAfterSeconds } from './limit-headers.js';
 
@@ -41,7 +42,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
     const now = Date.now();
     if (now - lastGiveBackLogAt < fallbackLogIntervalMs) return;
     lastGiveBackLogAt = now;
-    logger.warn({ err: error }, 'limits: a check Redis answered late could not be given back; its slot lapses within 60 s, its reservation stays charged');
+    logger.warn({ err: error }, 'limits: a check Redis answered late, or never, could not be settled there; its slot lapses within 60 s, its reservation stays charged');
   }
   /** Set while Redis misses the timeout: a precondition cannot hold on the fallback, so none is tried. */
   let storeDegraded = false;
@@ -93,7 +94,10 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       if (gaveUp && undoLate !== undefined) {
         attempt.then(
           (late) => undoLate(late).catch(giveBackFailed),
-          () => onLost?.(),
+          (error: unknown) => {
+            // Refused before it was written (Redis down): nothing ran there, nothing to settle.
+            if (!commandNeverSent(error)) onLost?.();
+          },
         );
       }
     }
@@ -161,7 +165,9 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
           onlyIfLeased,
         });
       // Redis never answered: whether it admitted is unknown, so the settlement applies only if it
-      // did (its lease is there). Sent on the same connection after the check, it runs after it.
+      // did (its lease is there). After a timeout it goes on the same connection as the check, so
+      // Redis runs it after the check; after a broken connection it waits for the reconnection.
+      // (Either way only within the lease's 60 s: the lease on Redis is not renewed meanwhile.)
       let answerLost = false;
       const settleIfGranted = (used: number) => settleOn(store, { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) }, used, true);
       const onLost = () => {
@@ -184,6 +190,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         finishedWith = 0;
         const late: AdmissionResult | null = lateAdmission;
         if (late !== null) await settleOn(store, late, 0).catch(giveBackFailed);
+        if (answerLost) await settleIfGranted(0).catch(giveBackFailed);
       }
       if (result.failure?.kind === 'precondition') return null;
       if (!result.allowed) {
@@ -213,12 +220,13 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
           finishedWith = used;
           try {
             await settleOn(target, result, used);
-            const late: AdmissionResult | null = lateAdmission;
-            if (late !== null) await settleOn(store, late, used);
-            if (answerLost) await settleIfGranted(used);
           } catch (error) {
             logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
           }
+          // What Redis decided while this instance decided alone is settled there too.
+          const late: AdmissionResult | null = lateAdmission;
+          if (late !== null) await settleOn(store, late, used).catch(giveBackFailed);
+          if (answerLost) await settleIfGranted(used).catch(giveBackFailed);
         },
       };
     },

@@ -18,6 +18,15 @@ export interface RedisStoreOptions {
   connectTimeoutMs?: number;
 }
 
+/**
+ * True when ioredis refused a command before writing it (the connection was down and the offline
+ * queue is off): Redis cannot have run it. Any other failure — a timeout, a connection that closed —
+ * may come after Redis ran it.
+ */
+export function commandNeverSent(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith("Stream isn't writeable");
+}
+
 export async function createRedisStore(options: RedisStoreOptions): Promise<KeyValueStore & { client: Redis }> {
   const connectionOptions = {
     lazyConnect: true,
