@@ -167,7 +167,6 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       // Redis never answered: whether it admitted is unknown, so the settlement applies only if it
       // did (its lease is there). After a timeout it goes on the same connection as the check, so
       // Redis runs it after the check; after a broken connection it waits for the reconnection.
-      // (Either way only within the lease's 60 s: the lease on Redis is not renewed meanwhile.)
       let answerLost = false;
       const settleIfGranted = (used: number) => settleOn(store, { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) }, used, true);
       const onLost = () => {
@@ -206,8 +205,15 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       }
       const headers = limitHeaders({ limits, rates: result.rates, quotas: result.quotas, quotaLimits: quotas.map((quota) => quota.limit) });
 
-      // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs.
-      const renewal = setInterval(() => void target.renewLease({ key: concurrency.key, leaseId, ttlMs: leaseTtlMs }).catch(() => undefined), leaseRenewMs);
+      // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs. Decided on
+      // this instance's memory, it also keeps alive the lease Redis granted late or may have granted
+      // unanswered, so it is still there to settle when the stream ends (a renewal touches only a
+      // lease that is there).
+      const lease = { key: concurrency.key, leaseId, ttlMs: leaseTtlMs };
+      const renewal = setInterval(() => {
+        void target.renewLease(lease).catch(() => undefined);
+        if (target !== store) void store.renewLease(lease).catch(() => undefined);
+      }, leaseRenewMs);
       renewal.unref();
       let finished = false;
       return {

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Principal } from '../../src/auth/authenticate.js';
 import { createLimitsService, type LimitsService } from '../../src/limits/limits-service.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
@@ -92,10 +92,9 @@ describe('checks Redis answered late, or never', () => {
     const standing = async (userId: string) => {
       const now = Date.now();
       const day = await posing.memory.peek({ now, rates: [], quotas: [{ key: `quota:day:${userId}`, limit: DAY_QUOTA, windowMs: 86_400_000 }] });
-      // Asked at time 0, where no lease has lapsed: any lease held refuses it. Its own lease
-      // (lapsing at 1 ms after the epoch) is swept by the next real admission.
+      // A lease that is held and has not lapsed refuses it; its own is released at once.
       const probe = { key: `concurrency:${userId}`, limit: 1, leaseId: 'probe', leaseTtlMs: 1 };
-      const slot = await posing.memory.admit({ now: 0, rates: [], quotas: [], concurrency: probe });
+      const slot = await posing.memory.admit({ now, rates: [], quotas: [], concurrency: probe });
       await posing.memory.settle({ quotas: [], release: { key: probe.key, leaseId: probe.leaseId } });
       return { tokensUsed: day.quotas[0]?.used ?? 0, slotFree: slot.allowed };
     };
@@ -111,6 +110,7 @@ describe('checks Redis answered late, or never', () => {
   }
 
   afterEach(async () => {
+    vi.useRealTimers();
     process.off('unhandledRejection', onUnhandled);
     await limits?.close();
     limits = null;
@@ -142,6 +142,24 @@ describe('checks Redis answered late, or never', () => {
     await (await admit(userId, 'lost after running')).finish({ prompt_tokens: 1, completion_tokens: 1 });
     await eventually(async () => expect(await standing(userId)).toEqual({ tokensUsed: 2, slotFree: true }));
   });
+
+  it.each(['late', 'lost after running'] as const)(
+    'keeps what Redis granted (%s) alive through a generation longer than the lease, and settles it at the end',
+    async (behaviour) => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'setImmediate', 'Date'] });
+      const { standing, admit } = start();
+      const userId = randomUUID();
+      const admitting = admit(userId, behaviour);
+      await vi.advanceTimersByTimeAsync(STORE_TIMEOUT_MS + 5);
+      const admission = await admitting;
+      // Five minutes of streaming: the lease (60 s, renewed every 20 s) must still be in the store.
+      await vi.advanceTimersByTimeAsync(5 * 60_000);
+      expect(await standing(userId)).toEqual({ tokensUsed: RESERVE, slotFree: false });
+      await admission.finish({ prompt_tokens: 4, completion_tokens: 5 });
+      await vi.advanceTimersByTimeAsync(10);
+      expect(await standing(userId)).toEqual({ tokensUsed: 9, slotFree: true });
+    },
+  );
 
   it('changes nothing for a lost check that never ran', async () => {
     const { standing, admit } = start();
