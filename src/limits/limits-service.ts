@@ -21,6 +21,8 @@ const dayMs = 86_400_000;
 const leaseTtlMs = 60_000;
 const leaseRenewMs = 20_000;
 const fallbackLogIntervalMs = 10_000;
+/** ioredis reconnects within 2 s (redis-store's retryStrategy). */
+const lostSettlementRetryMs = 2_500;
 
 export interface Admission {
   headers: Record<string, string>;
@@ -170,8 +172,16 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       let answerLost = false;
       const settleIfGranted = (used: number) => settleOn(store, { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) }, used, true);
       const onLost = () => {
-        if (finishedWith === null) answerLost = true;
-        else void settleIfGranted(finishedWith).catch(giveBackFailed);
+        if (finishedWith === null) {
+          answerLost = true;
+          return;
+        }
+        const used = finishedWith;
+        // Lost to a broken connection, the settlement fails at once too (nothing is queued while
+        // ioredis reconnects): tried once more after the reconnection's longest wait.
+        settleIfGranted(used).catch(() => {
+          setTimeout(() => void settleIfGranted(used).catch(giveBackFailed), lostSettlementRetryMs).unref();
+        });
       };
       // A Redis admission that arrived after we stopped waiting is settled like the real one, so
       // Redis counts the tokens actually used and holds no slot for a generation that is over.

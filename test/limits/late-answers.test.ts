@@ -31,7 +31,8 @@ type AdmitBehaviour = 'prompt' | 'late' | 'lost after running' | 'lost without r
 /** The in-process store posing as Redis: each admission behaves as `admitBehaviour` says. */
 function posingStore() {
   const memory = createMemoryStore();
-  const control = { admitBehaviour: 'prompt' as AdmitBehaviour, settleFails: false, answersGiven: 0, settlements: 0 };
+  /** settleFailures: how many settlements from now on fail, as on a connection being re-made. */
+  const control = { admitBehaviour: 'prompt' as AdmitBehaviour, settleFails: false, settleFailures: 0, answersGiven: 0, settlements: 0 };
   const store: KeyValueStore = {
     ...memory,
     kind: 'redis',
@@ -49,7 +50,11 @@ function posingStore() {
     },
     settle(settlement) {
       control.settlements += 1;
-      return control.settleFails ? Promise.reject(new Error('Connection is closed.')) : memory.settle(settlement);
+      if (control.settleFails || control.settleFailures > 0) {
+        control.settleFailures -= 1;
+        return Promise.reject(new Error('Connection is closed.'));
+      }
+      return memory.settle(settlement);
     },
   };
   return { store, memory, control };
@@ -160,6 +165,23 @@ describe('checks Redis answered late, or never', () => {
       expect(await standing(userId)).toEqual({ tokensUsed: 9, slotFree: true });
     },
   );
+
+  it('tries once more, after the reconnection, to settle a check lost to a broken connection after its generation ended', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'setImmediate', 'Date'] });
+    const { control, standing, admit } = start();
+    const userId = randomUUID();
+    const admitting = admit(userId, 'lost after running');
+    await vi.advanceTimersByTimeAsync(STORE_TIMEOUT_MS + 5);
+    await (await admitting).finish({ prompt_tokens: 2, completion_tokens: 2 });
+    // The answer is lost now, and the connection is still being re-made: the first try fails.
+    control.settleFailures = 1;
+    await vi.advanceTimersByTimeAsync(LATE_BY_MS);
+    expect(control.settlements).toBe(1);
+    expect(await standing(userId)).toEqual({ tokensUsed: RESERVE, slotFree: false });
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(control.settlements).toBe(2);
+    expect(await standing(userId)).toEqual({ tokensUsed: 4, slotFree: true });
+  });
 
   it('changes nothing for a lost check that never ran', async () => {
     const { standing, admit } = start();
