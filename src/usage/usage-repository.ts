@@ -1,4 +1,4 @@
-// SQL for usage events: one multi-row insert per batch.
+// SQL for usage events: one insert per batch.
 import { sql } from 'kysely';
 import type { Database } from '../platform/database.js';
 
@@ -33,27 +33,29 @@ export function createUsageRepository(db: Database) {
   return {
     async insertMany(events: UsageEvent[]): Promise<void> {
       if (events.length === 0) return;
-      await db
-        .insertInto('usage_events')
-        .values(
-          events.map((event) => ({
-            created_at: event.createdAt,
-            user_id: event.userId,
-            api_key_id: event.apiKeyId,
-            endpoint: event.endpoint,
-            model: event.model.slice(0, 256),
-            stream: event.stream,
-            status: event.status,
-            finish_reason: event.finishReason,
-            prompt_tokens: event.promptTokens,
-            completion_tokens: event.completionTokens,
-            usage_estimated: event.usageEstimated,
-            ttft_ms: event.ttftMs,
-            duration_ms: event.durationMs,
-            request_id: event.requestId,
-          })),
+      // One parameter per column — every row's values as an array, unnested by PostgreSQL — rather
+      // than 14 per row: a batch of hundreds holds the event loop (every open stream) half as long.
+      const column = <T>(pick: (event: UsageEvent) => T): T[] => events.map(pick);
+      await sql`
+        insert into usage_events (created_at, user_id, api_key_id, endpoint, model, stream, status, finish_reason,
+          prompt_tokens, completion_tokens, usage_estimated, ttft_ms, duration_ms, request_id)
+        select * from unnest(
+          ${column((event) => event.createdAt.toISOString())}::timestamptz[],
+          ${column((event) => event.userId)}::uuid[],
+          ${column((event) => event.apiKeyId)}::uuid[],
+          ${column((event) => event.endpoint)}::text[],
+          ${column((event) => event.model.slice(0, 256))}::text[],
+          ${column((event) => event.stream)}::boolean[],
+          ${column((event) => event.status)}::text[],
+          ${column((event) => event.finishReason)}::text[],
+          ${column((event) => event.promptTokens)}::integer[],
+          ${column((event) => event.completionTokens)}::integer[],
+          ${column((event) => event.usageEstimated)}::boolean[],
+          ${column((event) => event.ttftMs)}::integer[],
+          ${column((event) => event.durationMs)}::integer[],
+          ${column((event) => event.requestId)}::text[]
         )
-        .execute();
+      `.execute(db);
     },
 
     /** Totals by user and model over [from, to), optionally for one user. */

@@ -92,6 +92,52 @@ describe.each(backends)('usage recorder (%s)', (backend) => {
     expect(await usageEventsFor(relay.app, ids.refused)).toEqual([]);
   });
 
+  it('writes every field of a batch exactly as recorded: nulls, and text that means something in an array literal', async () => {
+    const caller = await newCaller(relay.app);
+    const { recorder } = recorderOverReal();
+    const key = randomUUID();
+    const awkward = ['NULL', '', 'a,b', '{braces}', 'quote " and \\ backslash', 'ünï\u{1F600}', ' spaced ', '\t\ttabs'];
+    const events = awkward.map((text, index): UsageEvent => ({
+      createdAt: new Date(Date.UTC(2026, 10, 28, 3, 0, 0, 123 + index)),
+      userId: caller.userId,
+      apiKeyId: index % 2 === 0 ? null : caller.apiKeyId,
+      endpoint: index % 2 === 0 ? 'chat.completions' : 'completions',
+      model: text,
+      stream: index % 2 === 0,
+      status: 'aborted',
+      finishReason: index % 3 === 0 ? null : text,
+      promptTokens: index,
+      completionTokens: 1000 + index,
+      usageEstimated: index % 2 === 1,
+      ttftMs: index % 2 === 0 ? null : index,
+      durationMs: 2_000_000 + index,
+      requestId: `${key}:${index}:${text}`,
+    }));
+    for (const event of events) recorder.record(event);
+    await recorder.flush();
+    await recorder.close();
+    for (const [index, event] of events.entries()) {
+      const rows = await usageEventsFor(relay.app, event.requestId);
+      expect(rows, `event ${index}`).toHaveLength(1);
+      expect(rows[0]).toMatchObject({
+        user_id: event.userId,
+        api_key_id: event.apiKeyId,
+        endpoint: event.endpoint,
+        model: event.model,
+        stream: event.stream,
+        status: event.status,
+        finish_reason: event.finishReason,
+        prompt_tokens: event.promptTokens,
+        completion_tokens: event.completionTokens,
+        usage_estimated: event.usageEstimated,
+        ttft_ms: event.ttftMs,
+        duration_ms: event.durationMs,
+        request_id: event.requestId,
+      });
+      expect(new Date(rows[0]!.created_at).getTime(), `created_at of event ${index}`).toBe(event.createdAt.getTime());
+    }
+  });
+
   it('a batch that fails for a passing reason (not its content) is kept whole and written later', async () => {
     const caller = await newCaller(relay.app);
     const { recorder, dropped, calls } = recorderOverReal({ failingCall: 1, error: Object.assign(new Error('deadlock detected'), { code: '40P01' }) });
