@@ -24,6 +24,17 @@ const fallbackLogIntervalMs = 10_000;
 /** ioredis reconnects within 2 s (redis-store's retryStrategy). */
 const lostSettlementRetryMs = 2_500;
 
+/** Wraps a log call so it runs at most once per fallbackLogIntervalMs: such failures come in bursts. */
+function oncePerInterval(log: (error: unknown) => void): (error: unknown) => void {
+  let lastAt = -Infinity;
+  return (error) => {
+    const now = Date.now();
+    if (now - lastAt < fallbackLogIntervalMs) return;
+    lastAt = now;
+    log(error);
+  };
+}
+
 export interface Admission {
   headers: Record<string, string>;
   /** Settles the token reservation with the real usage (null: nothing was generated) and frees the slot. Idempotent. */
@@ -36,16 +47,13 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   const registers = [dependencies.registry];
   const rejections = new Counter({ name: 'rate_limit_rejections_total', help: 'Requests refused by a limit, by reason.', labelNames: ['reason'], registers });
   const fallbacks = new Counter({ name: 'rate_limit_store_fallback_total', help: 'Limit checks decided by this instance alone because Redis did not answer.', registers });
-  let lastFallbackLogAt = 0;
-  let lastGiveBackLogAt = 0;
-
-  /** A check Redis answered late could not be given back there (logged once per interval: it comes in bursts). */
-  function giveBackFailed(error: unknown): void {
-    const now = Date.now();
-    if (now - lastGiveBackLogAt < fallbackLogIntervalMs) return;
-    lastGiveBackLogAt = now;
-    logger.warn({ err: error }, 'limits: a check Redis answered late, or never, could not be settled there; its slot lapses within 60 s, its reservation stays charged');
-  }
+  // Once per interval, not once per request: a burst while Redis is slow would flood the log.
+  const fallbackStarted = oncePerInterval((error) =>
+    logger.warn({ err: error }, 'limits: Redis unavailable, limiting on this instance alone (rate_limit_store_fallback_total counts each check)'),
+  );
+  const giveBackFailed = oncePerInterval((error) =>
+    logger.warn({ err: error }, 'limits: a check Redis answered late, or never, could not be settled there; its slot lapses within 60 s, its reservation stays charged'),
+  );
   /** Set while Redis misses the timeout: a precondition cannot hold on the fallback, so none is tried. */
   let storeDegraded = false;
   const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
@@ -84,12 +92,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       storeDegraded = true;
       fallbacks.inc();
       fallbackActive.set(1);
-      // Once per interval, not once per request: a burst while Redis is slow would flood the log.
-      const now = Date.now();
-      if (now - lastFallbackLogAt >= fallbackLogIntervalMs) {
-        lastFallbackLogAt = now;
-        logger.warn({ err: error }, 'limits: Redis unavailable, limiting on this instance alone (rate_limit_store_fallback_total counts each check)');
-      }
+      fallbackStarted(error);
       return { value: await operation(fallback), target: fallback };
     } finally {
       clearTimeout(timer);
@@ -166,41 +169,40 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
           release: { key: concurrency.key, leaseId },
           onlyIfLeased,
         });
-      // Redis never answered: whether it admitted is unknown, so the settlement applies only if it
-      // did (its lease is there). After a timeout it goes on the same connection as the check, so
-      // Redis runs it after the check; after a broken connection it waits for the reconnection.
-      let answerLost = false;
-      const settleIfGranted = (used: number) => settleOn(store, { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) }, used, true);
-      const onLost = () => {
-        if (finishedWith === null) {
-          answerLost = true;
-          return;
-        }
-        const used = finishedWith;
-        // Lost to a broken connection, the settlement fails at once too (nothing is queued while
-        // ioredis reconnects): tried once more after the reconnection's longest wait.
-        settleIfGranted(used).catch(() => {
-          setTimeout(() => void settleIfGranted(used).catch(giveBackFailed), lostSettlementRetryMs).unref();
-        });
-      };
-      // A Redis admission that arrived after we stopped waiting is settled like the real one, so
-      // Redis counts the tokens actually used and holds no slot for a generation that is over.
-      let lateAdmission: AdmissionResult | null = null;
+      // What Redis decided while this instance decided alone — an answer that came late, or none at
+      // all — is settled there with the generation's real usage: at once if it is over, else when it ends.
       let finishedWith: number | null = null;
-      const onLate = async (late: AdmissionResult) => {
-        if (!late.allowed) return;
-        if (finishedWith === null) lateAdmission = late;
-        else await settleOn(store, late, finishedWith);
+      let settleInRedis: ((used: number) => Promise<void>) | null = null;
+      const whenFinished = (settle: (used: number) => Promise<void>): void => {
+        if (finishedWith === null) settleInRedis = settle;
+        else void settle(finishedWith).catch(giveBackFailed);
       };
+      const finishInRedis = async (used: number): Promise<void> => {
+        finishedWith = used;
+        const settle: ((used: number) => Promise<void>) | null = settleInRedis;
+        if (settle !== null) await settle(used).catch(giveBackFailed);
+      };
+      // A late answer that admitted is settled like the real one, so Redis counts the tokens actually
+      // used and holds no slot for a generation that is over.
+      const onLate = async (late: AdmissionResult) => {
+        if (late.allowed) whenFinished((used) => settleOn(store, late, used));
+      };
+      // No answer at all: whether Redis admitted is unknown, so the settlement applies only if it did
+      // (its lease is there). After a timeout it goes on the same connection as the check, so Redis
+      // runs it after the check. Lost to a broken connection, it fails at once too (nothing is queued
+      // while ioredis reconnects) and is tried once more after the reconnection's longest wait.
+      const requested = { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) };
+      const settleIfGranted = (used: number) => settleOn(store, requested, used, true);
+      const onLost = () =>
+        whenFinished((used) =>
+          settleIfGranted(used).catch(() => {
+            setTimeout(() => void settleIfGranted(used).catch(giveBackFailed), lostSettlementRetryMs).unref();
+          }),
+        );
       const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate, onLost);
-      if (!result.allowed) {
-        // Nothing was consumed here. If this answer came from the fallback (Redis was slow), a late
-        // Redis answer may still admit: it is given back at once (see onLate), holding no slot.
-        finishedWith = 0;
-        const late: AdmissionResult | null = lateAdmission;
-        if (late !== null) await settleOn(store, late, 0).catch(giveBackFailed);
-        if (answerLost) await settleIfGranted(0).catch(giveBackFailed);
-      }
+      // Nothing was consumed here. If this answer came from the fallback (Redis was slow), what Redis
+      // decides meanwhile is given back at once, holding no slot.
+      if (!result.allowed) await finishInRedis(0);
       if (result.failure?.kind === 'precondition') return null;
       if (!result.allowed) {
         // A refusal consumed nothing and reported nothing: read where each limit stands for the headers.
@@ -233,16 +235,12 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
           finished = true;
           clearInterval(renewal);
           const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
-          finishedWith = used;
           try {
             await settleOn(target, result, used);
           } catch (error) {
             logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
           }
-          // What Redis decided while this instance decided alone is settled there too.
-          const late: AdmissionResult | null = lateAdmission;
-          if (late !== null) await settleOn(store, late, used).catch(giveBackFailed);
-          if (answerLost) await settleIfGranted(used).catch(giveBackFailed);
+          await finishInRedis(used);
         },
       };
     },

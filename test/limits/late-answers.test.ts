@@ -71,7 +71,7 @@ function capturedLogger() {
   return { logger: pino({ level: 'warn' }, destination), lines };
 }
 
-const principal = (userId: string = randomUUID()): Principal => ({
+const principal = (userId: string): Principal => ({
   kind: 'api_key',
   userId,
   role: 'user',
