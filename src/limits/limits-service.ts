@@ -191,8 +191,7 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       // (its lease is there). After a timeout it goes on the same connection as the check, so Redis
       // runs it after the check. Lost to a broken connection, it fails at once too (nothing is queued
       // while ioredis reconnects) and is tried once more after the reconnection's longest wait.
-      const requested = { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) };
-      const settleIfGranted = (used: number) => settleOn(store, requested, used, true);
+      const settleIfGranted = (used: number) => settleOn(store, { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) }, used, true);
       const onLost = () =>
         whenFinished((used) =>
           settleIfGranted(used).catch(() => {
