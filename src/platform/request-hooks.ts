@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError } from '../errors.js';
 import { sendError } from './error-handler.js';
 import type { Metrics } from './metrics.js';
+import { writeAccessLine } from './access-log.js';
 
 /** Probes come from orchestrators that address the pod by IP, so they skip the Host check. */
 const hostCheckExemptPaths = new Set(['/health/live', '/health/ready']);
@@ -25,7 +26,7 @@ export function installRequestHooks(app: FastifyInstance, options: { metrics: Me
     const labels = { method: request.method, route, status_code: String(statusCode) };
     options.metrics.httpRequestsTotal.inc(labels);
     options.metrics.httpRequestDurationSeconds.observe(labels, elapsedMs / 1000);
-    request.log.info({ method: request.method, url: request.url, route, status: statusCode, duration_ms: Math.round(elapsedMs * 100) / 100 }, 'request completed');
+    writeAccessLine(request.log, { method: request.method, url: request.url, route, status: statusCode, durationMs: elapsedMs });
   }
 
   app.addHook('onResponse', (request, reply, done) => {
