@@ -1,0 +1,104 @@
+// The relay reads vLLM's body through upstreamChunks: every chunk in order, failures surfaced,
+// backpressure kept while the relay waits, and the stream ended when the relay leaves early.
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { upstreamChunks } from '../../src/chat/upstream-chunks.js';
+
+async function collect(iterable: AsyncIterable<Buffer>): Promise<string[]> {
+  const chunks: string[] = [];
+  for await (const chunk of iterable) chunks.push(chunk.toString());
+  return chunks;
+}
+
+describe('upstreamChunks', () => {
+  it('yields every chunk in order, written before and while it is read, then ends', async () => {
+    const source = new PassThrough();
+    const chunks = upstreamChunks(source);
+    source.write('a');
+    source.write('b');
+    const collected = collect(chunks);
+    setImmediate(() => {
+      source.write('c');
+      source.end('d');
+    });
+    expect(await collected).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('rejects a waiting read with the stream’s error', async () => {
+    const source = new PassThrough();
+    const iterator = upstreamChunks(source)[Symbol.asyncIterator]();
+    const pending = iterator.next();
+    source.destroy(Object.assign(new Error('socket hang up'), { code: 'UND_ERR_SOCKET' }));
+    await expect(pending).rejects.toMatchObject({ code: 'UND_ERR_SOCKET' });
+  });
+
+  it('delivers what arrived before a failure, then the failure', async () => {
+    const source = new PassThrough();
+    const iterator = upstreamChunks(source)[Symbol.asyncIterator]();
+    source.write('before');
+    await new Promise((resolve) => setImmediate(resolve));
+    source.destroy(new Error('cut'));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect((await iterator.next()).value?.toString()).toBe('before');
+    await expect(iterator.next()).rejects.toThrow('cut');
+  });
+
+  it('treats a stream destroyed without an error or an end as a premature close', async () => {
+    const source = new PassThrough();
+    const iterator = upstreamChunks(source)[Symbol.asyncIterator]();
+    const pending = iterator.next();
+    source.destroy();
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
+  });
+
+  it('pauses the source while chunks wait unread, and lets it flow again as they are read', async () => {
+    const source = new PassThrough();
+    const iterator = upstreamChunks(source)[Symbol.asyncIterator]();
+    for (let index = 0; index < 20; index += 1) source.write(`chunk ${index}`);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(source.isPaused()).toBe(true);
+    const read: string[] = [];
+    for (let index = 0; index < 20; index += 1) {
+      const next = await iterator.next();
+      read.push(next.value?.toString() ?? '');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(read).toEqual(Array.from({ length: 20 }, (_, index) => `chunk ${index}`));
+    expect(source.isPaused()).toBe(false);
+  });
+
+  it('ends the stream when the reader leaves early', async () => {
+    const source = new PassThrough();
+    source.write('only');
+    for await (const chunk of upstreamChunks(source)) {
+      expect(chunk.toString()).toBe('only');
+      break;
+    }
+    expect(source.destroyed).toBe(true);
+  });
+});
+
+describe('upstreamChunks over a stream already over when reading starts', () => {
+  it('rejects with the error of a stream that failed before it was read', async () => {
+    const source = new PassThrough();
+    source.on('error', () => undefined);
+    source.destroy(Object.assign(new Error('aborted'), { code: 'UND_ERR_ABORTED' }));
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(upstreamChunks(source)[Symbol.asyncIterator]().next()).rejects.toMatchObject({ code: 'UND_ERR_ABORTED' });
+  });
+
+  it('rejects as a premature close for a stream destroyed without an error', async () => {
+    const source = new PassThrough();
+    source.destroy();
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(upstreamChunks(source)[Symbol.asyncIterator]().next()).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
+  });
+
+  it('is done at once for a stream that already ended', async () => {
+    const source = new PassThrough();
+    source.end();
+    source.resume();
+    await new Promise((resolve) => source.once('end', resolve));
+    expect(await upstreamChunks(source)[Symbol.asyncIterator]().next()).toEqual({ value: undefined, done: true });
+  });
+});
