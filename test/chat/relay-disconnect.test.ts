@@ -117,6 +117,43 @@ describe.each(backends)('relay: client gone → upstream gone (%s)', (backend) =
     expect(event).toMatchObject({ status: 'aborted', stream: false, usage_estimated: true, request_id: requestId });
   });
 
+  it('waits for a client that stops reading for less than SLOW_CLIENT_TIMEOUT_MS: every event arrives once, and vLLM is not cut', async () => {
+    relay.simulator.update({ interTokenMs: 0 });
+    // ~10 MB of events: more than the socket buffers between the gateway and the client hold.
+    const tokens = HUGE_MAX_TOKENS;
+    const exchange = open({
+      body: { model: 'sim-llama-3-8b', messages: chatMessages('flood me, then wait'), max_tokens: tokens, ignore_eos: true, stream: true },
+      requestId: newRequestId(),
+    });
+    try {
+      const before = relay.simulator.stats().finished;
+      const response = await exchange.response;
+      expect(response.statusCode).toBe(200);
+      let text = '';
+      response.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+      // Three pauses of half the deadline while the stream is still coming: the buffers between
+      // the gateway and the client fill, so the gateway's writes stop draining and vLLM's stream waits.
+      for (let pause = 0; pause < 3; pause += 1) {
+        response.pause();
+        await new Promise((resolve) => setTimeout(resolve, SLOW_CLIENT_TIMEOUT_MS / 2));
+        response.resume();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await new Promise((resolve) => response.once('end', resolve));
+      expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
+      expect(countContentEvents(text)).toBe(tokens);
+      // All of one completion: nothing of another stream mixed in.
+      const firstIds = text.split('\n\n').filter((frame) => frame.startsWith('data: {')).map((frame) => (JSON.parse(frame.slice(6)) as { id: string }).id);
+      expect(new Set(firstIds).size).toBe(1);
+      const stats = await relay.simulator.waitForStats((current) => current.running === 0, 2000);
+      expect(stats.finished.abort).toBe(before.abort);
+      expect(stats.finished.length).toBe(before.length + 1);
+    } finally {
+      exchange.destroy();
+      relay.simulator.update({ interTokenMs: INTER_TOKEN_MS });
+    }
+  });
+
   it('aborts upstream instead of buffering for a client that stops reading (SLOW_CLIENT_TIMEOUT_MS)', async () => {
     relay.simulator.update({ interTokenMs: 0 });
     const exchange = open({

@@ -102,3 +102,16 @@ describe('upstreamChunks over a stream already over when reading starts', () => 
     expect(await upstreamChunks(source)[Symbol.asyncIterator]().next()).toEqual({ value: undefined, done: true });
   });
 });
+
+describe('upstreamChunks after the reader left', () => {
+  it('still listens for errors: the caller’s abort of a body it stopped reading does not end the process', async () => {
+    const source = new PassThrough();
+    source.write('only');
+    for await (const chunk of upstreamChunks(source)) {
+      expect(chunk.toString()).toBe('only');
+      break;
+    }
+    expect(source.listenerCount('error')).toBeGreaterThan(0);
+    expect(() => source.emit('error', new Error('aborted after the reader left'))).not.toThrow();
+  });
+});
