@@ -4,6 +4,10 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { upstreamChunks } from '../../src/chat/upstream-chunks.js';
 
+function textOf(result: IteratorResult<Buffer>): string {
+  return result.done === true ? '' : result.value.toString();
+}
+
 async function collect(iterable: AsyncIterable<Buffer>): Promise<string[]> {
   const chunks: string[] = [];
   for await (const chunk of iterable) chunks.push(chunk.toString());
@@ -39,7 +43,7 @@ describe('upstreamChunks', () => {
     await new Promise((resolve) => setImmediate(resolve));
     source.destroy(new Error('cut'));
     await new Promise((resolve) => setImmediate(resolve));
-    expect((await iterator.next()).value?.toString()).toBe('before');
+    expect(textOf(await iterator.next())).toBe('before');
     await expect(iterator.next()).rejects.toThrow('cut');
   });
 
@@ -60,7 +64,7 @@ describe('upstreamChunks', () => {
     const read: string[] = [];
     for (let index = 0; index < 20; index += 1) {
       const next = await iterator.next();
-      read.push(next.value?.toString() ?? '');
+      read.push(textOf(next));
       await new Promise((resolve) => setImmediate(resolve));
     }
     expect(read).toEqual(Array.from({ length: 20 }, (_, index) => `chunk ${index}`));
