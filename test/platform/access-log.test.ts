@@ -1,6 +1,7 @@
 // The access line is written by hand (pino's redactor made it a tenth of a request's CPU), so it
 // must stay exactly the line pino would have written, and appear once per request.
 import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config.js';
 import { writeAccessLine } from '../../src/platform/access-log.js';
@@ -34,6 +35,24 @@ describe('access line', () => {
     const parsed = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
     expect(parsed).toMatchObject({ level: 30, service: 'vllm-chat-gateway', request_id: 'req-1', ...fields, duration_ms: 12.35, msg: 'request completed' });
     expect(Math.abs(Date.parse(String(parsed.time)) - Date.now())).toBeLessThan(5_000);
+  });
+
+  it('keeps a logger’s own message key and line end, and leaves a mixin’s line to pino', () => {
+    for (const options of [{ messageKey: 'message', crlf: true }, { mixin: () => ({ trace_id: 'trace-1' }) }]) {
+      const lines: string[] = [];
+      const destination = new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          lines.push(chunk.toString('utf8'));
+          done();
+        },
+      });
+      const requestLogger = pino({ ...options, timestamp: pino.stdTimeFunctions.isoTime }, destination).child({ request_id: 'req-3' });
+      const fields = { method: 'GET', url: '/health/live', route: '/health/live', status: 200 };
+      writeAccessLine(requestLogger, { ...fields, durationMs: 0.5 });
+      requestLogger.info({ ...fields, duration_ms: 0.5 }, 'request completed');
+      expect(lines).toHaveLength(2);
+      expect(withoutTime(lines[0] ?? '')).toBe(withoutTime(lines[1] ?? ''));
+    }
   });
 
   it('is not written when the level is above info', () => {
