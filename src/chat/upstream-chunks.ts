@@ -53,15 +53,19 @@ export function upstreamChunks(source: Readable): AsyncIterable<Buffer> {
     settleWaiting((pending) => pending.reject(closed));
   });
 
+  // A 'data' listener does not start a stream someone paused before; reading it is the point here.
+  if (source.readableFlowing === false) source.resume();
+
   const iterator: AsyncIterator<Buffer> = {
     next() {
-      // What arrived before a failure is still delivered, then the failure.
+      // A failure (an abort, a timeout, a cut) comes before what was held, as with Node's iterator:
+      // an answer cut by the total timeout must not go on to its end.
+      if (failure !== null) return Promise.reject(failure);
       const chunk = held.shift();
       if (chunk !== undefined) {
         if (held.length < resumeBelow && source.isPaused()) source.resume();
         return Promise.resolve({ value: chunk, done: false });
       }
-      if (failure !== null) return Promise.reject(failure);
       if (ended) return Promise.resolve({ value: undefined, done: true });
       return new Promise((resolve, reject) => {
         waiting = { resolve, reject };
