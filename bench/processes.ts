@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 
 export interface Started {
   url: string;
@@ -13,38 +14,78 @@ export interface Started {
 
 const root = new URL('..', import.meta.url).pathname;
 
-function startProcess(input: { args: string[]; env: Record<string, string>; ready: RegExp; name: string }): Promise<Started> {
+/**
+ * Starts a process and resolves once it is ready: when its output matches `ready` (the URL is the
+ * first group), or when `ready.probe` answers `/health/live` (the URL is the probe's) — for a
+ * gateway started with a log level that hides its "listening" line.
+ */
+function startProcess(input: { args: string[]; env: Record<string, string>; ready: RegExp | { probe: string }; name: string }): Promise<Started> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(process.execPath, input.args, { cwd: root, env: { PATH: process.env.PATH ?? '', ...input.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
+    let settled = false;
+    const collect = (chunk: Buffer) => (output += chunk.toString());
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`${input.name} did not start:\n${output}`));
     }, 30_000);
+    const ready = (url: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.stderr?.off('data', collect);
+      child.stdout?.resume();
+      child.stderr?.resume();
+      resolve({
+        url,
+        pid: child.pid ?? 0,
+        stop: () =>
+          new Promise((done) => {
+            if (child.exitCode !== null) return done();
+            child.once('exit', () => done());
+            child.kill('SIGTERM');
+            setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+          }),
+      });
+    };
     const onData = (chunk: Buffer) => {
-      output += chunk.toString();
+      collect(chunk);
+      if (!(input.ready instanceof RegExp)) return;
       const match = input.ready.exec(output);
-      if (match?.[1] !== undefined) {
-        clearTimeout(timer);
-        child.stdout?.off('data', onData);
-        child.stdout?.resume();
-        child.stderr?.resume();
-        resolve({
-          url: match[1],
-          pid: child.pid ?? 0,
-          stop: () =>
-            new Promise((done) => {
-              if (child.exitCode !== null) return done();
-              child.once('exit', () => done());
-              child.kill('SIGTERM');
-              setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-            }),
-        });
-      }
+      if (match?.[1] !== undefined) ready(match[1]);
     };
     child.stdout?.on('data', onData);
-    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.once('exit', (code) => reject(new Error(`${input.name} exited with ${code}:\n${output}`)));
+    child.stderr?.on('data', collect);
+    child.once('exit', (code) => {
+      settled = true;
+      clearTimeout(timer);
+      reject(new Error(`${input.name} exited with ${code}:\n${output}`));
+    });
+    if (!(input.ready instanceof RegExp)) {
+      const probe = input.ready.probe;
+      const poll = () => {
+        if (settled) return;
+        fetch(`${probe}/health/live`).then(
+          (response) => (response.ok ? ready(probe) : setTimeout(poll, 100)),
+          () => setTimeout(poll, 100),
+        );
+      };
+      poll();
+    }
+  });
+}
+
+/** A port free on 127.0.0.1 now, for a process that must be reachable before it says where it listens. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
   });
 }
 
@@ -66,7 +107,7 @@ function gatewayEnvironmentFromBench(): Record<string, string> {
   return Object.fromEntries(pairs.map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
 }
 
-export function startGateway(options: {
+export async function startGateway(options: {
   port: number;
   vllmUrl: string;
   databaseUrl: string | null;
@@ -77,10 +118,13 @@ export function startGateway(options: {
   /** The built gateway to run, relative to the repository or absolute (another checkout's, for a before/after). */
   entry?: string;
 }): Promise<Started> {
+  // A port chosen here and a readiness probe, not the "listening" log line: a variant may run with
+  // a log level that hides it.
+  const port = options.port === 0 ? await freePort() : options.port;
   const env: Record<string, string> = {
     NODE_ENV: 'production',
     HOST: '127.0.0.1',
-    PORT: String(options.port),
+    PORT: String(port),
     JWT_SECRET: randomBytes(32).toString('hex'),
     VLLM_BASE_URL: options.vllmUrl,
     AUTO_MIGRATE: 'true',
@@ -104,7 +148,7 @@ export function startGateway(options: {
   Object.assign(env, gatewayEnvironmentFromBench(), options.environment);
   // A CPU profile, written when the gateway exits (bench/profile.ts).
   const profile = options.profileDirectory === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', options.profileDirectory];
-  return startProcess({ name: 'gateway', args: [...profile, options.entry ?? 'dist/src/main.js'], env, ready: /"url":"(http:\/\/[^"]+)"[^\n]*gateway listening/ });
+  return startProcess({ name: 'gateway', args: [...profile, options.entry ?? 'dist/src/main.js'], env, ready: { probe: `http://127.0.0.1:${port}` } });
 }
 
 export function startMinimalProxy(options: { port: number; upstreamUrl: string }): Promise<Started> {
