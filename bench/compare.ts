@@ -11,7 +11,7 @@
 // Modes: throughput (64 clients, closed loop: CPU per request and requests/s), one-client (one
 // request at a time, 2 ms apart: latency p50/p90/p99), streams (N streams of 100 tokens at 20 ms
 // started over 1 s: first token, gap p50/p99, CPU per relayed event).
-import { closedLoop, percentile, target, timedRequest, timedStream, type Target } from './load.js';
+import { chatBody, closedLoop, percentile, target, timedRequest, timedStream, type Target } from './load.js';
 import { cpuMilliseconds, createBenchCredentials, startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
 
 type Mode = 'throughput' | 'one-client' | 'streams';
@@ -35,8 +35,13 @@ interface Measured {
   gaps: number[];
 }
 
-const chat = { model: 'sim-llama-3-8b', messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: 16, seed: 7 };
-const streamBody = { ...chat, max_tokens: 100, ignore_eos: true, stream: true };
+/** A variant's counts before any measured round (and again after the warm-up). */
+function noneMeasured(): Omit<Measured, 'variant' | 'target' | 'process'> {
+  return { cpuMilliseconds: 0, units: 0, ratesPerSecond: [], latencies: [], firstTokens: [], gaps: [] };
+}
+
+const chat = chatBody();
+const streamBody = chatBody({ max_tokens: 100, ignore_eos: true, stream: true });
 
 function parseArguments(argv: string[]): { mode: Mode; rounds: number; streams: number; variants: Variant[] } {
   let mode: Mode = 'throughput';
@@ -156,12 +161,12 @@ async function main(): Promise<void> {
   try {
     for (const variant of variants) {
       const { target: measuredTarget, process: started } = await start(variant, simulator.url);
-      all.push({ variant, target: measuredTarget, process: started, cpuMilliseconds: 0, units: 0, ratesPerSecond: [], latencies: [], firstTokens: [], gaps: [] });
+      all.push({ variant, target: measuredTarget, process: started, ...noneMeasured() });
     }
     // Warm-up: whichever process is measured first would otherwise pay for its JIT.
     for (const measured of all) {
       await measureRound(measured, mode, Math.min(streams, 50));
-      Object.assign(measured, { cpuMilliseconds: 0, units: 0, ratesPerSecond: [], latencies: [], firstTokens: [], gaps: [] });
+      Object.assign(measured, noneMeasured());
     }
     for (let round = 0; round < rounds; round += 1) {
       const order = round % 2 === 0 ? all : [...all].reverse();

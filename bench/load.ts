@@ -14,6 +14,11 @@ export function target(name: string, url: string, headers: Record<string, string
   return { name, url, headers, pool: new Pool(url, { connections: 2048, pipelining: 1, keepAliveTimeout: 30_000 }), pid };
 }
 
+/** The request every scenario sends (a short chat completion), with fields added or replaced. */
+export function chatBody(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { model: 'sim-llama-3-8b', messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: 16, seed: 7, ...extra };
+}
+
 export function percentile(values: number[], p: number): number {
   if (values.length === 0) return Number.NaN;
   const sorted = [...values].sort((a, b) => a - b);

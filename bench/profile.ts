@@ -2,14 +2,14 @@
 // alone, with the gateway under `node --cpu-prof`, then prints where its CPU time went
 // (bench/profile-summary.ts). The profile is kept in bench/results/profiles/.
 import { readdirSync } from 'node:fs';
-import { closedLoop, target, timedRequest, timedStream } from './load.js';
+import { chatBody, closedLoop, target, timedRequest, timedStream } from './load.js';
 import { createBenchCredentials, startGateway, startSimulator, type Started } from './processes.js';
 import { summarizeProfile } from './profile-summary.js';
 
 const kind = process.argv[2] ?? 'non-streaming';
 if (kind !== 'non-streaming' && kind !== 'streaming' && kind !== 'chat') throw new Error('choose non-streaming, streaming or chat');
 const profileDirectory = new URL('./results/profiles/', import.meta.url).pathname;
-const chat = { model: 'sim-llama-3-8b', messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: 16, seed: 7 };
+const chat = chatBody();
 
 async function main(): Promise<void> {
   const started: Started[] = [];

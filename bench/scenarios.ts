@@ -1,6 +1,6 @@
 // The benchmark scenarios. Each measures the gateway against the simulator reached directly, in
 // the same run and interleaved, so the figures are differences and ratios that hold on a noisy machine.
-import { closedLoop, openLoop, percentile, timedRequest, timedStream, type StreamTiming, type Target } from './load.js';
+import { chatBody, closedLoop, openLoop, percentile, timedRequest, timedStream, type StreamTiming, type Target } from './load.js';
 import { cpuMilliseconds, residentBytes } from './processes.js';
 
 export interface Row {
@@ -14,24 +14,23 @@ export interface Row {
   budget: string;
 }
 
-const chat = (extra: Record<string, unknown> = {}) => ({ model: 'sim-llama-3-8b', messages: [{ role: 'user', content: 'Say something short.' }], max_tokens: 16, seed: 7, ...extra });
 const round = (value: number, digits = 3) => Math.round(value * 10 ** digits) / 10 ** digits;
 
 export async function nonStreamingOverhead(input: { direct: Target; gateway: Target; proxy: Target; quick: boolean }): Promise<Row[]> {
   const { direct, gateway, proxy, quick } = input;
   const samples = quick ? 200 : 3000;
   for (let index = 0; index < 100; index += 1) {
-    await timedRequest(direct, '/v1/chat/completions', chat());
-    await timedRequest(proxy, '/v1/chat/completions', chat());
-    await timedRequest(gateway, '/v1/chat/completions', chat());
+    await timedRequest(direct, '/v1/chat/completions', chatBody());
+    await timedRequest(proxy, '/v1/chat/completions', chatBody());
+    await timedRequest(gateway, '/v1/chat/completions', chatBody());
   }
   const directTimes: number[] = [];
   const proxyTimes: number[] = [];
   const gatewayTimes: number[] = [];
   for (let index = 0; index < samples; index += 1) {
-    directTimes.push(await timedRequest(direct, '/v1/chat/completions', chat()));
-    proxyTimes.push(await timedRequest(proxy, '/v1/chat/completions', chat()));
-    gatewayTimes.push(await timedRequest(gateway, '/v1/chat/completions', chat()));
+    directTimes.push(await timedRequest(direct, '/v1/chat/completions', chatBody()));
+    proxyTimes.push(await timedRequest(proxy, '/v1/chat/completions', chatBody()));
+    gatewayTimes.push(await timedRequest(gateway, '/v1/chat/completions', chatBody()));
   }
   const rows: Row[] = [];
   for (const p of [50, 99]) {
@@ -48,8 +47,8 @@ export async function nonStreamingOverhead(input: { direct: Target; gateway: Tar
 
   const rate = quick ? 100 : 300;
   const durationMs = quick ? 2000 : 10_000;
-  const openDirect = await openLoop({ ratePerSecond: rate, durationMs, work: () => timedRequest(direct, '/v1/chat/completions', chat()) });
-  const openGateway = await openLoop({ ratePerSecond: rate, durationMs, work: () => timedRequest(gateway, '/v1/chat/completions', chat()) });
+  const openDirect = await openLoop({ ratePerSecond: rate, durationMs, work: () => timedRequest(direct, '/v1/chat/completions', chatBody()) });
+  const openGateway = await openLoop({ ratePerSecond: rate, durationMs, work: () => timedRequest(gateway, '/v1/chat/completions', chatBody()) });
   for (const p of [50, 99]) {
     const directValue = percentile(openDirect, p);
     const gatewayValue = percentile(openGateway, p);
@@ -64,9 +63,9 @@ export async function nonStreamingOverhead(input: { direct: Target; gateway: Tar
   const cpu = { proxy: new CpuMeter(proxy), gateway: new CpuMeter(gateway) };
   const rounds = quick ? 1 : 3;
   for (let roundIndex = 0; roundIndex < rounds; roundIndex += 1) {
-    totals.direct += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(direct, '/v1/chat/completions', chat()) });
-    totals.proxy += await cpu.proxy.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.proxy.counted(timedRequest(proxy, '/v1/chat/completions', chat())) }));
-    totals.gateway += await cpu.gateway.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.gateway.counted(timedRequest(gateway, '/v1/chat/completions', chat())) }));
+    totals.direct += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(direct, '/v1/chat/completions', chatBody()) });
+    totals.proxy += await cpu.proxy.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.proxy.counted(timedRequest(proxy, '/v1/chat/completions', chatBody())) }));
+    totals.gateway += await cpu.gateway.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.gateway.counted(timedRequest(gateway, '/v1/chat/completions', chatBody())) }));
   }
   const throughput = { direct: totals.direct / rounds, proxy: totals.proxy / rounds, gateway: totals.gateway / rounds };
   rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'requests/s (direct | gateway)', direct: round(throughput.direct, 0), gateway: round(throughput.gateway, 0), result: round(throughput.gateway / throughput.direct), unit: '× direct', budget: '—' });
@@ -98,7 +97,7 @@ export async function streamingOverhead(input: {
 }): Promise<Row[]> {
   const rows: Row[] = [];
   const path = input.path ?? '/v1/chat/completions';
-  const body = chat({ stream: true, max_tokens: input.tokens, ignore_eos: true });
+  const body = chatBody({ stream: true, max_tokens: input.tokens, ignore_eos: true });
   for (const { concurrency, starts } of input.runs) {
     const run = async (targetOfRun: Target, runPath: string): Promise<StreamTiming[]> => {
       if (starts.kind === 'oneAfterAnother') {
@@ -187,7 +186,7 @@ class CpuMeter {
 export async function concurrencyAndMemory(input: { gateway: Target; gatewayPid: number; streams: number }): Promise<Row[]> {
   const before = residentBytes(input.gatewayPid);
   // Long, slow streams (the simulator paces tokens) held open together.
-  const body = chat({ stream: true, max_tokens: 60, ignore_eos: true });
+  const body = chatBody({ stream: true, max_tokens: 60, ignore_eos: true });
   let maxResident = before;
   const sampler = setInterval(() => {
     maxResident = Math.max(maxResident, residentBytes(input.gatewayPid));
