@@ -24,7 +24,7 @@ interface LineStream {
 interface LineParts {
   stream: LineStream;
   levelPrefix: string;
-  time: () => string;
+  time: string;
   bindings: string;
   messageKey: string;
   end: string;
@@ -42,7 +42,7 @@ export function writeAccessLine(logger: FastifyBaseLogger, line: AccessLine): vo
     return;
   }
   parts.stream.write(
-    `${parts.levelPrefix}${parts.time()}${parts.bindings}` +
+    `${parts.levelPrefix}${parts.time}${parts.bindings}` +
       `,"method":${JSON.stringify(line.method)},"url":${JSON.stringify(line.url)},"route":${JSON.stringify(line.route)}` +
       `,"status":${line.status},"duration_ms":${Number.isFinite(durationMs) ? durationMs : null}` +
       `,${JSON.stringify(parts.messageKey)}:"request completed"${parts.end}`,
@@ -67,7 +67,7 @@ function linePartsOf(logger: FastifyBaseLogger): LineParts | null {
   if (!isLineStream(stream) || Reflect.get(stream, symbols.needsMetadataGsym) === true) return null;
   if (typeof levelPrefix !== 'string' || typeof time !== 'function' || typeof bindings !== 'string' || typeof messageKey !== 'string' || typeof end !== 'string') return null;
   if (read(symbols.mixinSym) != null || read(symbols.nestedKeySym) != null || formatters?.log != null || hooks?.streamWrite != null) return null;
-  return { stream, levelPrefix, time: () => String(time.call(logger)), bindings, messageKey, end };
+  return { stream, levelPrefix, time: String(time.call(logger)), bindings, messageKey, end };
 }
 
 function isLineStream(value: unknown): value is LineStream {

@@ -4,6 +4,19 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { upstreamChunks } from '../../src/chat/upstream-chunks.js';
 
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A body with one chunk waiting, read by a loop that leaves after that chunk. */
+async function leaveAfterFirstChunk(): Promise<PassThrough> {
+  const source = new PassThrough();
+  source.write('only');
+  for await (const chunk of upstreamChunks(source)) {
+    expect(chunk.toString()).toBe('only');
+    break;
+  }
+  return source;
+}
+
 function textOf(result: IteratorResult<Buffer>): string {
   return result.done === true ? '' : result.value.toString();
 }
@@ -41,10 +54,10 @@ describe('upstreamChunks', () => {
     const iterator = upstreamChunks(source)[Symbol.asyncIterator]();
     source.write('first');
     source.write('held');
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     expect(textOf(await iterator.next())).toBe('first');
     source.destroy(new Error('cut'));
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     await expect(iterator.next()).rejects.toThrow('cut');
   });
 
@@ -67,25 +80,20 @@ describe('upstreamChunks', () => {
     const source = new PassThrough();
     const iterator = upstreamChunks(source)[Symbol.asyncIterator]();
     for (let index = 0; index < 20; index += 1) source.write(`chunk ${index}`);
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     expect(source.isPaused()).toBe(true);
     const read: string[] = [];
     for (let index = 0; index < 20; index += 1) {
       const next = await iterator.next();
       read.push(textOf(next));
-      await new Promise((resolve) => setImmediate(resolve));
+      await nextTurn();
     }
     expect(read).toEqual(Array.from({ length: 20 }, (_, index) => `chunk ${index}`));
     expect(source.isPaused()).toBe(false);
   });
 
   it('ends the stream when the reader leaves early', async () => {
-    const source = new PassThrough();
-    source.write('only');
-    for await (const chunk of upstreamChunks(source)) {
-      expect(chunk.toString()).toBe('only');
-      break;
-    }
+    const source = await leaveAfterFirstChunk();
     expect(source.destroyed).toBe(true);
   });
 });
@@ -95,14 +103,14 @@ describe('upstreamChunks over a stream already over when reading starts', () => 
     const source = new PassThrough();
     source.on('error', () => undefined);
     source.destroy(Object.assign(new Error('aborted'), { code: 'UND_ERR_ABORTED' }));
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     await expect(upstreamChunks(source)[Symbol.asyncIterator]().next()).rejects.toMatchObject({ code: 'UND_ERR_ABORTED' });
   });
 
   it('rejects as a premature close for a stream destroyed without an error', async () => {
     const source = new PassThrough();
     source.destroy();
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     await expect(upstreamChunks(source)[Symbol.asyncIterator]().next()).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
   });
 
@@ -117,12 +125,7 @@ describe('upstreamChunks over a stream already over when reading starts', () => 
 
 describe('upstreamChunks after the reader left', () => {
   it('still listens for errors: the caller’s abort of a body it stopped reading does not end the process', async () => {
-    const source = new PassThrough();
-    source.write('only');
-    for await (const chunk of upstreamChunks(source)) {
-      expect(chunk.toString()).toBe('only');
-      break;
-    }
+    const source = await leaveAfterFirstChunk();
     expect(source.listenerCount('error')).toBeGreaterThan(0);
     expect(() => source.emit('error', new Error('aborted after the reader left'))).not.toThrow();
   });
