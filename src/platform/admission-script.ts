@@ -8,10 +8,13 @@ import { preconditionFailed, quotaBucket } from './admission.js';
 /**
  * KEYS: rate keys, then quota bucket keys, then the concurrency key (if any), then precondition keys.
  * ARGV: now, rate count, quota count, has concurrency (0/1), precondition count; per rate: limit,
- * window; per quota: limit, reserve, ttl; concurrency: limit, lease id, lease ttl; per precondition
- * key: '-' (must be absent) or '=' followed by the exact value.
+ * window; per quota: limit, reserve, ttl; concurrency: limit, lease id, lease ttl; prepay (0 none,
+ * 1 with this request, 2 alone) and the prepaid lease id; per precondition key: '-' (must be
+ * absent) or '=' followed by the exact value.
  * Returns {allowed, failed kind (0 none, 1 rate, 2 quota, 3 concurrency, 4 precondition), failed
- * index, retry after, then per rate: remaining, reset; per quota: used}.
+ * index, retry after, then unless prepaid alone, per rate: remaining, reset; per quota: used; then
+ * when prepay was asked: 1 if granted, and if so the same standings after the prepaid charge}.
+ * Alone, a prepaid charge not granted answers {0, 0, 0, 0}.
  */
 const admitOne = `
 local function admit_one(KEYS, ARGV)
@@ -20,6 +23,9 @@ local function admit_one(KEYS, ARGV)
   local quota_count = tonumber(ARGV[3])
   local has_concurrency = tonumber(ARGV[4])
   local precondition_count = tonumber(ARGV[5])
+  local prepay_at = 6 + rate_count * 2 + quota_count * 3 + has_concurrency * 3
+  local prepay = tonumber(ARGV[prepay_at])
+  local prepaid_lease = ARGV[prepay_at + 1]
   if precondition_count > 0 then
     local first_key = rate_count + quota_count + has_concurrency
     local first_value = #ARGV - precondition_count
@@ -33,11 +39,13 @@ local function admit_one(KEYS, ARGV)
       end
     end
   end
-  local a = 6
-  local new_tats = {}
+  -- A request of its own is charged unless only a prepaid one was asked for.
+  local charged = prepay ~= 2
   local out = {1, 0, 0, 0}
+  local tats = {}
+  local intervals = {}
   for i = 1, rate_count do
-    local limit = tonumber(ARGV[a]); local window = tonumber(ARGV[a + 1]); a = a + 2
+    local limit = tonumber(ARGV[4 + i * 2]); local window = tonumber(ARGV[5 + i * 2])
     local interval = window / limit
     local tat = now
     local stored = redis.call('GET', KEYS[i])
@@ -50,52 +58,92 @@ local function admit_one(KEYS, ARGV)
         if stored_tat > now then tat = stored_tat end
       end
     end
-    local new_tat = tat + interval
-    local allow_at = new_tat - window
-    if allow_at > now then return {0, 1, i - 1, math.ceil(allow_at - now)} end
-    new_tats[i] = new_tat
-    table.insert(out, math.max(0, math.floor((now + window - new_tat) / interval)))
-    table.insert(out, math.ceil(new_tat - now))
+    if charged then
+      tat = tat + interval
+      local allow_at = tat - window
+      if allow_at > now then return {0, 1, i - 1, math.ceil(allow_at - now)} end
+      table.insert(out, math.max(0, math.floor((now + window - tat) / interval)))
+      table.insert(out, math.ceil(tat - now))
+    end
+    tats[i] = tat; intervals[i] = interval
   end
-  local quota_args = a
+  local quota_args = 6 + rate_count * 2
+  local used = {}
   for i = 1, quota_count do
-    local limit = tonumber(ARGV[a]); a = a + 3
-    local used = tonumber(redis.call('GET', KEYS[rate_count + i]) or '0')
-    if used >= limit then return {0, 2, i - 1, tonumber(ARGV[a - 1])} end
+    local limit = tonumber(ARGV[quota_args + (i - 1) * 3])
+    local value = tonumber(redis.call('GET', KEYS[rate_count + i]) or '0')
+    if charged and value >= limit then return {0, 2, i - 1, tonumber(ARGV[quota_args + (i - 1) * 3 + 2])} end
+    used[i] = value
   end
   local concurrency_key = KEYS[rate_count + quota_count + 1]
+  local concurrency_args = quota_args + quota_count * 3
+  local leases = 0
   if has_concurrency == 1 then
-    local limit = tonumber(ARGV[a])
+    local limit = tonumber(ARGV[concurrency_args])
     redis.call('ZREMRANGEBYSCORE', concurrency_key, '-inf', now)
-    if redis.call('ZCARD', concurrency_key) >= limit then
+    leases = redis.call('ZCARD', concurrency_key)
+    if charged and leases >= limit then
       local soonest = redis.call('ZRANGE', concurrency_key, 0, 0, 'WITHSCORES')
       return {0, 3, 0, math.max(1000, tonumber(soonest[2]) - now)}
     end
+    if charged then leases = leases + 1 end
   end
+  -- The prepaid charge: only while a tenth of every rate and quota is left after it, and at most
+  -- half the concurrency cap is in use with it (prepaidMargin and prepaidConcurrencyRoom).
+  local granted = false
+  if prepay ~= 0 and has_concurrency == 1 then
+    granted = leases + 1 <= math.floor(tonumber(ARGV[concurrency_args]) / 2)
+    for i = 1, rate_count do
+      local limit = tonumber(ARGV[4 + i * 2]); local window = tonumber(ARGV[5 + i * 2])
+      if math.floor((now + window - (tats[i] + intervals[i])) / intervals[i]) < math.ceil(limit / 10) then granted = false end
+    end
+    for i = 1, quota_count do
+      local limit = tonumber(ARGV[quota_args + (i - 1) * 3]); local reserve = tonumber(ARGV[quota_args + (i - 1) * 3 + 1])
+      local after = used[i] + (charged and reserve or 0) + reserve
+      if after + math.ceil(limit / 10) > limit then granted = false end
+    end
+  end
+  if not charged and not granted then return {0, 0, 0, 0} end
+  local charges = (charged and 1 or 0) + (granted and 1 or 0)
   for i = 1, rate_count do
-    local limit = tonumber(ARGV[6 + (i - 1) * 2]); local window = tonumber(ARGV[6 + (i - 1) * 2 + 1])
+    local window = tonumber(ARGV[5 + i * 2])
+    if granted then tats[i] = tats[i] + intervals[i] end
     -- %.17g keeps every bit of the double, so the script and its JS twin agree to the last digit.
-    redis.call('SET', KEYS[i], string.format('%.17g %.17g', new_tats[i], window / limit), 'PX', math.ceil(window))
+    redis.call('SET', KEYS[i], string.format('%.17g %.17g', tats[i], intervals[i]), 'PX', math.ceil(window))
   end
-  a = quota_args
   for i = 1, quota_count do
-    local reserve = tonumber(ARGV[a + 1]); local ttl = tonumber(ARGV[a + 2]); a = a + 3
-    local used = redis.call('INCRBY', KEYS[rate_count + i], reserve)
+    local reserve = tonumber(ARGV[quota_args + (i - 1) * 3 + 1]); local ttl = tonumber(ARGV[quota_args + (i - 1) * 3 + 2])
+    used[i] = redis.call('INCRBY', KEYS[rate_count + i], reserve * charges)
     redis.call('PEXPIRE', KEYS[rate_count + i], ttl)
-    table.insert(out, used)
+    if charged then table.insert(out, used[i] - (granted and reserve or 0)) end
   end
   if has_concurrency == 1 then
-    local lease_id = ARGV[a + 1]; local lease_ttl = tonumber(ARGV[a + 2])
-    redis.call('ZADD', concurrency_key, now + lease_ttl, lease_id)
+    local lease_ttl = tonumber(ARGV[concurrency_args + 2])
+    if charged then redis.call('ZADD', concurrency_key, now + lease_ttl, ARGV[concurrency_args + 1]) end
+    if granted then redis.call('ZADD', concurrency_key, now + lease_ttl, prepaid_lease) end
     redis.call('PEXPIRE', concurrency_key, lease_ttl)
   end
+  if prepay == 0 then return out end
+  if not granted then
+    table.insert(out, 0)
+    return out
+  end
+  table.insert(out, 1)
+  for i = 1, rate_count do
+    local window = tonumber(ARGV[5 + i * 2])
+    table.insert(out, math.max(0, math.floor((now + window - tats[i]) / intervals[i])))
+    table.insert(out, math.ceil(tats[i] - now))
+  end
+  for i = 1, quota_count do table.insert(out, used[i]) end
   return out
 end
 `;
 
 /**
- * KEYS: quota buckets, then the concurrency key; ARGV: quota count, deltas…, lease id or '', then
- * '1' when it applies only while that lease is held (the admission it settles ran and granted).
+ * KEYS: quota buckets, then the concurrency key (when a lease is named), then rate keys to rewind;
+ * ARGV: quota count, deltas…, lease id or '', then '1' when it applies only while that lease is
+ * held (the admission it settles ran and granted), then the count of rate keys to step back by one
+ * emission (a prepaid admission given back).
  */
 const settleOne = `
 local function settle_one(KEYS, ARGV)
@@ -108,6 +156,15 @@ local function settle_one(KEYS, ARGV)
     end
   end
   if lease ~= '' then redis.call('ZREM', KEYS[count + 1], lease) end
+  local first_rewind = count + (lease ~= '' and 1 or 0)
+  for i = 1, tonumber(ARGV[count + 4] or '0') do
+    local stored = redis.call('GET', KEYS[first_rewind + i])
+    if stored then
+      local tat, interval = string.match(stored, '^(%S+) (%S+)$')
+      tat = tonumber(tat); interval = tonumber(interval)
+      if tat and interval then redis.call('SET', KEYS[first_rewind + i], string.format('%.17g %.17g', tat - interval, interval), 'KEEPTTL') end
+    end
+  end
   return 1
 end
 `;
@@ -163,6 +220,8 @@ export function admissionScriptArguments(request: AdmissionRequest, prefix: stri
     keys.push(prefix + request.concurrency.key);
     args.push(request.concurrency.limit, request.concurrency.leaseId, request.concurrency.leaseTtlMs);
   }
+  const prepay = request.prepay ?? null;
+  args.push(prepay === null ? 0 : prepay.alone ? 2 : 1, prepay?.leaseId ?? '');
   for (const [index, key] of preconditionKeys.entries()) {
     const expected = request.precondition?.values[index] ?? null;
     keys.push(prefix + key);
@@ -175,18 +234,28 @@ export function admissionScriptArguments(request: AdmissionRequest, prefix: stri
 export function settlementScriptArguments(settlement: Settlement, prefix: string): { keys: string[]; args: Array<string | number> } | null {
   const keys = settlement.quotas.map((quota) => prefix + quota.bucketKey);
   if (settlement.release !== null) keys.push(prefix + settlement.release.key);
+  const rewind = settlement.rewind ?? [];
+  for (const key of rewind) keys.push(prefix + key);
   if (keys.length === 0) return null;
   // INCRBY takes integers only: a delta that is not one would fail this settlement in Redis.
   return {
     keys,
-    args: [settlement.quotas.length, ...settlement.quotas.map((quota) => Math.round(quota.delta)), settlement.release?.leaseId ?? '', settlement.onlyIfLeased === true ? '1' : ''],
+    args: [
+      settlement.quotas.length,
+      ...settlement.quotas.map((quota) => Math.round(quota.delta)),
+      settlement.release?.leaseId ?? '',
+      settlement.onlyIfLeased === true ? '1' : '',
+      rewind.length,
+    ],
   };
 }
 
 /** Reads the script's answer back into an AdmissionResult. */
 export function parseAdmissionReply(request: AdmissionRequest, reply: unknown): AdmissionResult {
   const values = (Array.isArray(reply) ? reply : []).map(Number);
+  const prepay = request.prepay ?? null;
   if (values[0] !== 1 && values[1] === 4) return preconditionFailed;
+  if (values[0] !== 1 && prepay?.alone === true) return { allowed: false, failure: null, rates: [], quotas: [], prepaid: null };
   if (values[0] !== 1) {
     const index = values[2] ?? 0;
     const retryAfterMs = values[3] ?? 1000;
@@ -199,17 +268,22 @@ export function parseAdmissionReply(request: AdmissionRequest, reply: unknown): 
     return { allowed: false, failure, rates: [], quotas: [] };
   }
   let position = 4;
-  const rates = request.rates.map(() => {
-    const remaining = values[position] ?? 0;
-    const resetMs = values[position + 1] ?? 0;
-    position += 2;
-    return { remaining, resetMs };
+  const readStanding = () => ({
+    rates: request.rates.map(() => {
+      const remaining = values[position] ?? 0;
+      const resetMs = values[position + 1] ?? 0;
+      position += 2;
+      return { remaining, resetMs };
+    }),
+    quotas: request.quotas.map((quota) => {
+      const used = values[position] ?? 0;
+      position += 1;
+      return { used, ...quotaBucket(quota, request.now) };
+    }),
   });
-  const quotas = request.quotas.map((quota) => {
-    const used = values[position] ?? 0;
-    position += 1;
-    const { bucketKey, resetMs } = quotaBucket(quota, request.now);
-    return { used, resetMs, bucketKey };
-  });
-  return { allowed: true, failure: null, rates, quotas };
+  const own = prepay?.alone === true ? { rates: [], quotas: [] } : readStanding();
+  if (prepay === null) return { allowed: true, failure: null, ...own };
+  const granted = values[position] === 1;
+  position += 1;
+  return { allowed: true, failure: null, ...own, prepaid: granted ? readStanding() : null };
 }

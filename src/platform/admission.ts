@@ -34,6 +34,17 @@ export interface StoredValuesPrecondition {
   values: Array<string | null>;
 }
 
+/**
+ * Charges the caller's next request in advance, so this instance can admit it without asking the
+ * store (limits-service's prepaid admissions). Granted only while the caller stays far from every
+ * limit after the charge: a tenth of each rate and quota left, at most half the concurrency cap in
+ * use. `alone`: only the prepaid one is charged, not a request of its own.
+ */
+export interface PrepayRequest {
+  leaseId: string;
+  alone: boolean;
+}
+
 export interface AdmissionRequest {
   now: number;
   rates: RateCheck[];
@@ -41,6 +52,8 @@ export interface AdmissionRequest {
   concurrency: ConcurrencyCheck | null;
   /** When set and any value differs, nothing is checked or consumed: the failure is `precondition`. */
   precondition?: StoredValuesPrecondition | null;
+  /** With `alone`, `allowed` says whether the prepaid admission was granted (no failure when not). */
+  prepay?: PrepayRequest | null;
 }
 
 export type AdmissionFailure =
@@ -58,12 +71,31 @@ export interface AdmissionResult {
   rates: Array<{ remaining: number; resetMs: number }>;
   /** Per quota check: tokens used in the current window (the reservation included), ms to its end, and the counter's key. */
   quotas: Array<{ used: number; resetMs: number; bucketKey: string }>;
+  /** The prepaid next request, when one was asked for and granted: where each limit stands after it. */
+  prepaid?: AdmissionStanding | null;
+}
+
+export interface AdmissionStanding {
+  rates: AdmissionResult['rates'];
+  quotas: AdmissionResult['quotas'];
+}
+
+/** How much of a limit must be left after a prepaid charge (a tenth): near a limit every request asks the store. */
+export function prepaidMargin(limit: number): number {
+  return Math.ceil(limit / 10);
+}
+
+/** Concurrency slots a caller may use, the prepaid one included, for a prepaid admission to be granted. */
+export function prepaidConcurrencyRoom(limit: number): number {
+  return Math.floor(limit / 2);
 }
 
 export interface Settlement {
   /** Token counters to correct: the reservation replaced by the real usage. */
   quotas: Array<{ bucketKey: string; delta: number; ttlMs: number }>;
   release: { key: string; leaseId: string } | null;
+  /** Rate keys to step back by one emission: a prepaid admission given back unused. */
+  rewind?: string[];
   /**
    * Apply it only if the lease is still held — that is, only if the admission it settles ran and
    * granted. For an admission whose answer was lost: sent after it, it finds out which it was.
@@ -113,47 +145,77 @@ export function createAdmissionState(): AdmissionState {
 /** The in-memory twin of the Lua script: synchronous, hence atomic within one process. */
 export function admitInMemory(state: AdmissionState, request: AdmissionRequest): AdmissionResult {
   const { now } = request;
-  const newTats: number[] = [];
+  const prepay = request.prepay ?? null;
+  // A request of its own is charged unless only a prepaid one was asked for.
+  const charged = prepay === null || !prepay.alone;
+  const tats: number[] = [];
   const rates: AdmissionResult['rates'] = [];
   for (const [index, check] of request.rates.entries()) {
     const interval = emissionInterval(check);
     const stored = state.rateTat.get(check.key);
-    const tat = currentTat(stored !== undefined && stored.expiresAt > now ? stored : null, interval, now);
-    const newTat = tat + interval;
-    const allowAt = newTat - check.windowMs;
-    if (allowAt > now) {
-      return { allowed: false, failure: { kind: 'rate', index, retryAfterMs: Math.ceil(allowAt - now) }, rates: [], quotas: [] };
+    let tat = currentTat(stored !== undefined && stored.expiresAt > now ? stored : null, interval, now);
+    if (charged) {
+      tat += interval;
+      const allowAt = tat - check.windowMs;
+      if (allowAt > now) return { allowed: false, failure: { kind: 'rate', index, retryAfterMs: Math.ceil(allowAt - now) }, rates: [], quotas: [] };
+      rates.push(rateStanding(check, tat, now));
     }
-    newTats.push(newTat);
-    rates.push({ remaining: Math.max(0, Math.floor((now + check.windowMs - newTat) / interval)), resetMs: Math.ceil(newTat - now) });
+    tats.push(tat);
   }
 
-  const quotas: AdmissionResult['quotas'] = [];
+  const used: number[] = [];
   for (const [index, check] of request.quotas.entries()) {
     const { bucketKey, resetMs } = quotaBucket(check, now);
     const counter = state.counters.get(bucketKey);
-    const used = counter !== undefined && counter.expiresAt > now ? counter.value : 0;
-    if (used >= check.limit) return { allowed: false, failure: { kind: 'quota', index, retryAfterMs: resetMs }, rates: [], quotas: [] };
-    quotas.push({ used: used + check.reserve, resetMs, bucketKey });
+    const value = counter !== undefined && counter.expiresAt > now ? counter.value : 0;
+    if (charged && value >= check.limit) return { allowed: false, failure: { kind: 'quota', index, retryAfterMs: resetMs }, rates: [], quotas: [] };
+    used.push(charged ? value + check.reserve : value);
   }
 
+  let leases: Map<string, number> | null = null;
   if (request.concurrency !== null) {
-    const { key, limit } = request.concurrency;
-    const leases = state.leases.get(key) ?? new Map<string, number>();
+    leases = state.leases.get(request.concurrency.key) ?? new Map<string, number>();
     for (const [leaseId, expiresAt] of leases) if (expiresAt <= now) leases.delete(leaseId);
-    if (leases.size >= limit) {
+    if (charged && leases.size >= request.concurrency.limit) {
       const soonest = Math.min(...leases.values());
       return { allowed: false, failure: { kind: 'concurrency', index: 0, retryAfterMs: Math.max(1000, soonest - now) }, rates: [], quotas: [] };
     }
-    leases.set(request.concurrency.leaseId, now + request.concurrency.leaseTtlMs);
-    state.leases.set(key, leases);
   }
+  const quotas: AdmissionResult['quotas'] = request.quotas.map((check, index) => ({ used: used[index] ?? 0, ...quotaBucket(check, now) }));
 
-  for (const [index, check] of request.rates.entries()) {
-    state.rateTat.set(check.key, { tat: newTats[index] ?? now, interval: emissionInterval(check), expiresAt: now + check.windowMs });
+  const concurrency = request.concurrency;
+  const leasesInUse = (leases?.size ?? 0) + (charged ? 1 : 0);
+  const prepaidGranted =
+    prepay !== null &&
+    concurrency !== null &&
+    leasesInUse + 1 <= prepaidConcurrencyRoom(concurrency.limit) &&
+    request.rates.every((check, index) => rateStanding(check, (tats[index] ?? now) + emissionInterval(check), now).remaining >= prepaidMargin(check.limit)) &&
+    request.quotas.every((check, index) => (used[index] ?? 0) + check.reserve + prepaidMargin(check.limit) <= check.limit);
+  if (!charged && !prepaidGranted) return { allowed: false, failure: null, rates: [], quotas: [], prepaid: null };
+
+  let prepaid: AdmissionStanding | null = null;
+  if (prepaidGranted) {
+    for (const [index, check] of request.rates.entries()) tats[index] = (tats[index] ?? now) + emissionInterval(check);
+    for (const [index, check] of request.quotas.entries()) used[index] = (used[index] ?? 0) + check.reserve;
+    prepaid = {
+      rates: request.rates.map((check, index) => rateStanding(check, tats[index] ?? now, now)),
+      quotas: request.quotas.map((check, index) => ({ used: used[index] ?? 0, ...quotaBucket(check, now) })),
+    };
   }
-  for (const quota of quotas) state.counters.set(quota.bucketKey, { value: quota.used, expiresAt: now + quota.resetMs + 60_000 });
-  return { allowed: true, failure: null, rates, quotas };
+  if (concurrency !== null && leases !== null) {
+    if (charged) leases.set(concurrency.leaseId, now + concurrency.leaseTtlMs);
+    if (prepay !== null && prepaidGranted) leases.set(prepay.leaseId, now + concurrency.leaseTtlMs);
+    state.leases.set(concurrency.key, leases);
+  }
+  for (const [index, check] of request.rates.entries()) {
+    state.rateTat.set(check.key, { tat: tats[index] ?? now, interval: emissionInterval(check), expiresAt: now + check.windowMs });
+  }
+  for (const [index, check] of request.quotas.entries()) {
+    const { bucketKey, resetMs } = quotaBucket(check, now);
+    state.counters.set(bucketKey, { value: used[index] ?? 0, expiresAt: now + resetMs + 60_000 });
+  }
+  if (!charged) return { allowed: true, failure: null, rates: [], quotas: [], prepaid };
+  return { allowed: true, failure: null, rates, quotas, ...(prepay === null ? {} : { prepaid }) };
 }
 
 export function settleInMemory(state: AdmissionState, settlement: Settlement, now: number): void {
@@ -168,6 +230,10 @@ export function settleInMemory(state: AdmissionState, settlement: Settlement, no
     counter.value = Math.max(0, counter.value + quota.delta);
   }
   if (settlement.release !== null) state.leases.get(settlement.release.key)?.delete(settlement.release.leaseId);
+  for (const key of settlement.rewind ?? []) {
+    const stored = state.rateTat.get(key);
+    if (stored !== undefined) stored.tat -= stored.interval;
+  }
 }
 
 export function renewLeaseInMemory(state: AdmissionState, lease: { key: string; leaseId: string; ttlMs: number }, now: number): void {

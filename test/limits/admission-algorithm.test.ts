@@ -11,7 +11,7 @@ import type { KeyValueStore } from '../../src/platform/key-value-store.js';
 import { parseConfig } from '../../src/config.js';
 import { testRedisUrl, uniqueName } from '../helpers/environment.js';
 import { deleteKeys } from '../helpers/test-app.js';
-import { minuteMs, minuteStart, openStore, storeKinds } from '../helpers/store-fixtures.js';
+import { minuteMs, minuteStart, openStore, storeForSuite, storeKinds } from '../helpers/store-fixtures.js';
 
 function rate(key: string, limit: number, windowMs: number): RateCheck {
   return { key, limit, windowMs };
@@ -102,17 +102,8 @@ describe('effectiveLimits', () => {
 });
 
 describe.each(storeKinds)('admission on the %s store', (kind) => {
-  const prefix = `${uniqueName('admission')}:`;
   let store: KeyValueStore;
-
-  beforeAll(async () => {
-    store = await openStore(kind, prefix);
-  });
-
-  afterAll(async () => {
-    await store.close();
-    await deleteKeys(prefix);
-  });
+  storeForSuite(kind, 'admission', (opened) => (store = opened));
 
   const key = (label: string) => `${label}:${randomUUID()}`;
 

@@ -10,7 +10,7 @@ import type { AdmissionRequest, AdmissionResult, ConcurrencyCheck, QuotaCheck, R
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
 import { testRedisUrl, uniqueName } from '../helpers/environment.js';
 import { deleteKeys } from '../helpers/test-app.js';
-import { minuteMs, minuteStart, openStore, storeKinds } from '../helpers/store-fixtures.js';
+import { minuteMs, minuteStart, openStore, storeForSuite, storeKinds } from '../helpers/store-fixtures.js';
 
 /** One generation's checks, as the limits service builds them: a request rate, a token quota and a concurrency lease. */
 interface GenerationChecks {
@@ -59,17 +59,8 @@ async function leaseHeld(store: KeyValueStore, now: number, leaseKey: string): P
 }
 
 describe.each(storeKinds)('admission preconditions on the %s store', (kind) => {
-  const prefix = `${uniqueName('precondition')}:`;
   let store: KeyValueStore;
-
-  beforeAll(async () => {
-    store = await openStore(kind, prefix);
-  });
-
-  afterAll(async () => {
-    await store.close();
-    await deleteKeys(prefix);
-  });
+  storeForSuite(kind, 'precondition', (opened) => (store = opened));
 
   const label = (name: string) => `${name}:${randomUUID()}`;
 
