@@ -8,6 +8,16 @@ export interface AdmissionPeek {
   quotas: Array<{ used: number; resetMs: number }>;
 }
 
+/** A subscription whose delivery can be vouched for (see change-feed.ts). */
+export interface ChannelWatch {
+  /**
+   * Resolves once every message published on the channel before this call has reached the
+   * listener; rejects when that cannot be known (the subscription is not in place, or broke).
+   */
+  confirm(): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface KeyValueStore {
   readonly kind: 'redis' | 'memory';
   /** Resolves when the store answers; rejects when it is unreachable. */
@@ -29,6 +39,11 @@ export interface KeyValueStore {
   publish(channel: string, message: string): Promise<void>;
   /** Calls listener for every message on the channel until the returned function is called. */
   subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Like subscribe, on a connection of its own whose breaks are reported: messages published while
+   * it is broken are lost, so `broken` is called on every break (and not after close).
+   */
+  watch(channel: string, handlers: { message(message: string): void; broken(): void }): Promise<ChannelWatch>;
   /** Checks and consumes rate, quota and concurrency limits atomically, in one round trip. */
   admit(request: AdmissionRequest): Promise<AdmissionResult>;
   /** Replaces token reservations with real usage and releases a concurrency lease. */

@@ -72,6 +72,18 @@ export function createMemoryStore(): KeyValueStore {
         return Promise.resolve();
       });
     },
+    watch(channel, handlers) {
+      const listener = (message: string) => handlers.message(message);
+      channels.on(channel, listener);
+      return Promise.resolve({
+        // Messages are delivered from setImmediate, in order: one queued after them runs after them.
+        confirm: () => new Promise<void>((resolve) => setImmediate(resolve)),
+        close() {
+          channels.off(channel, listener);
+          return Promise.resolve();
+        },
+      });
+    },
     admit(request) {
       const precondition = request.precondition;
       if (precondition != null && precondition.keys.some((key, index) => (live(key)?.value ?? null) !== (precondition.values[index] ?? null))) {

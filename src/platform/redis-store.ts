@@ -1,10 +1,11 @@
 // The shared store over Redis (ioredis). Commands fail fast while Redis is unreachable instead of
 // queueing, so callers can fall back or report it; the client keeps reconnecting in the background.
 import { Redis } from 'ioredis';
-import type { KeyValueStore } from './key-value-store.js';
+import type { ChannelWatch, KeyValueStore } from './key-value-store.js';
 import { currentTat, emissionInterval, parseRateState, quotaBucket, rateStanding } from './admission.js';
 import { admissionScriptArguments, operationsScript, parseAdmissionReply, settlementScriptArguments } from './admission-script.js';
 import { createScriptBatcher } from './redis-script-batch.js';
+import { watchRedisChannel } from './redis-channel-watch.js';
 
 /** How long a limits script call waits for Redis's answer, however late (see createRedisStore). */
 const limitsAnswerTimeoutMs = 10_000;
@@ -56,6 +57,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
   // Admissions and settlements of one event-loop turn travel as one script call.
   const operations = createScriptBatcher((keys, args) => limitsScripts.gatewayOperations(keys.length, ...keys, ...args));
   let subscriber: Redis | null = null;
+  const watches = new Set<ChannelWatch>();
   const subscriptionCounts = new Map<string, number>();
   const key = (name: string) => `${options.keyPrefix}${name}`;
 
@@ -126,6 +128,17 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
         if (remaining === 0) await connection.unsubscribe(prefixed).catch(() => undefined);
       };
     },
+    watch(channel, handlers) {
+      const watch = watchRedisChannel({ url: options.url, connectionOptions, channel: key(channel), handlers });
+      watches.add(watch);
+      return Promise.resolve({
+        confirm: () => watch.confirm(),
+        async close() {
+          watches.delete(watch);
+          await watch.close();
+        },
+      });
+    },
     async admit(request) {
       const { keys, args } = admissionScriptArguments(request, options.keyPrefix);
       return parseAdmissionReply(request, await operations.run({ kind: 'admit', keys, args }));
@@ -150,7 +163,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
       client.disconnect();
       limitsClient.disconnect();
       subscriber?.disconnect();
-      await Promise.resolve();
+      await Promise.all([...watches].map((watch) => watch.close()));
     },
   };
 }

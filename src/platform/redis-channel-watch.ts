@@ -1,0 +1,63 @@
+// A Redis subscription that can vouch for its delivery: a PING sent on the subscribed connection is
+// answered after every message Redis published to it before the PING, so its answer proves those
+// messages have been handled. The connection is its own and resubscribes itself after a reconnect,
+// reporting each break: what was published meanwhile is lost, and nothing sent before the break
+// (a PING included) vouches for anything after it.
+import { Redis, type RedisOptions } from 'ioredis';
+import type { ChannelWatch } from './key-value-store.js';
+
+export function watchRedisChannel(options: {
+  url: string;
+  connectionOptions: RedisOptions;
+  /** The channel's full name, prefix included. */
+  channel: string;
+  handlers: { message(message: string): void; broken(): void };
+}): ChannelWatch {
+  const { channel, handlers } = options;
+  const connection = new Redis(options.url, {
+    ...options.connectionOptions,
+    lazyConnect: true,
+    // Resubscribed below, so this file knows when the subscription is in place again.
+    autoResubscribe: false,
+    // A PING from before a break must not be answered after it, as if it vouched for the new connection.
+    autoResendUnfulfilledCommands: false,
+    enableOfflineQueue: false,
+    commandTimeout: undefined,
+  });
+  /** Bumped by every break; a confirmation counts only if no break came between its PING and its answer. */
+  let generation = 0;
+  let subscribedIn = -1;
+  let closed = false;
+  connection.on('error', () => undefined);
+  connection.on('message', (received: string, message: string) => {
+    if (received === channel) handlers.message(message);
+  });
+  connection.on('close', () => {
+    generation += 1;
+    if (!closed) handlers.broken();
+  });
+  connection.on('ready', () => {
+    const current = generation;
+    connection.subscribe(channel).then(
+      () => {
+        if (current === generation) subscribedIn = current;
+      },
+      () => undefined,
+    );
+  });
+  void connection.connect().catch(() => undefined);
+
+  return {
+    async confirm() {
+      const current = generation;
+      if (subscribedIn !== current) throw new Error('not subscribed');
+      await connection.ping();
+      if (generation !== current) throw new Error('the subscription broke');
+    },
+    close() {
+      closed = true;
+      connection.disconnect();
+      return Promise.resolve();
+    },
+  };
+}
