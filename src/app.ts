@@ -23,6 +23,7 @@ import { upstreamsAdminRoutes } from './upstream/admin-routes.js';
 import { registerAccounts } from './auth/index.js';
 import { registerRelay } from './chat/index.js';
 import { createLimitsService } from './limits/limits-service.js';
+import { accessChanges, startChangeFeed } from './platform/change-feed.js';
 import { usageRoutes } from './usage/routes.js';
 
 export interface AppDependencies {
@@ -141,7 +142,10 @@ async function assembleApp(parts: {
     onProblem: (problem) => logger.warn(problem, 'dependency unhealthy'),
   });
   await app.register(healthRoutes, { healthService, metricsRegistry: metrics.registry });
-  const limits = createLimitsService({ config: config.limits, store, registry: metrics.registry, logger });
+  // Changes of credentials and users, seen by this instance in time to admit callers from memory.
+  const changeFeed =
+    store.kind === 'redis' && config.limits.prepaidAdmissions ? remember(owned, await startChangeFeed({ store, ...accessChanges })) : null;
+  const limits = createLimitsService({ config: config.limits, store, registry: metrics.registry, logger, changeFeed });
   app.addHook('onClose', () => limits.close());
   const accounts = await registerAccounts(app, {
     config,

@@ -105,6 +105,8 @@ export interface Config {
     defaultTokenReservation: number;
     /** How long a limit check may wait for Redis before this instance decides alone. */
     storeTimeoutMs: number;
+    /** With Redis: a caller's next request is charged with the current one and admitted from memory (prepaid-admissions.ts). */
+    prepaidAdmissions: boolean;
     /** Per-role defaults over the ones above (e.g. admins allowed more). */
     byRole: Partial<Record<'user' | 'admin', RoleLimits>>;
   };
@@ -199,6 +201,7 @@ export function parseConfig(environment: Environment): LoadedConfig {
       maxTokensCap: read.integer('MAX_TOKENS_CAP', { fallback: 4096, min: 1, max: 10_000_000 }),
       defaultTokenReservation: read.integer('TOKEN_RESERVATION_DEFAULT', { fallback: 1024, min: 1, max: 10_000_000 }),
       storeTimeoutMs: read.integer('LIMITS_STORE_TIMEOUT_MS', { fallback: 50, min: 1, max: 10_000 }),
+      prepaidAdmissions: read.boolean('LIMITS_PREPAID_ADMISSIONS', true),
       byRole: readLimitsByRole(read),
     },
   };

@@ -73,6 +73,8 @@ export function createAccessState(options: {
   logger: Logger;
   accessTtlSeconds: number;
   onStoreFailure?: () => void;
+  /** Tells every instance of a change, returning once none still answers from what it held before (see change-feed.ts). */
+  announceChange?: ((message: string) => Promise<void>) | null;
 }) {
   const { store, users, apiKeys, logger } = options;
 
@@ -314,6 +316,13 @@ export function createAccessState(options: {
   }): Promise<void> {
     const revokedTtlMs = (options.accessTtlSeconds + 60) * 1000;
     const writes: Array<Promise<void>> = [];
+    /** The cache entries this change touches: what a judgment read, and so what the announcement names. */
+    const changedEntries = [
+      ...(change.deniedToken === undefined ? [] : [keys.deniedToken(change.deniedToken.tokenId)]),
+      ...(change.userId === undefined ? [] : [keys.user(change.userId)]),
+      ...(change.revokedSessionIds ?? []).map(keys.session),
+      ...(change.apiKeyHashes ?? []).map(keys.apiKey),
+    ];
     if (change.deniedToken !== undefined) {
       const ttlMs = Math.max(1000, change.deniedToken.expiresAt * 1000 - Date.now() + 60_000);
       writes.push(store.set(keys.deniedToken(change.deniedToken.tokenId), '1', { ttlMs }));
@@ -340,6 +349,9 @@ export function createAccessState(options: {
       writes.push(afterMarker(entry, () => store.delete(entry)));
     }
     const results = await Promise.allSettled(writes);
+    // After the writes: an admission Redis runs from now on finds the new state, and any instance
+    // holding a prepaid admission judged on a changed entry drops it before this returns.
+    if (options.announceChange != null) results.push(...(await Promise.allSettled([options.announceChange(changedEntries.join('\n'))])));
     const failed = results.find((result) => result.status === 'rejected');
     if (failed !== undefined) storeFailed(failed.reason);
   }

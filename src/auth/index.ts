@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Database } from '../platform/database.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
+import { accessChanges, announceChange } from '../platform/change-feed.js';
 import { createAdminService } from '../admin/service.js';
 import { adminRoutes } from '../admin/routes.js';
 import { createAccessTokens } from './access-tokens.js';
@@ -33,6 +34,8 @@ export function createAccounts(dependencies: { config: Config; db: Database; sto
     apiKeys,
     logger,
     accessTtlSeconds: config.jwt.accessTtlSeconds,
+    // Always with Redis, whether this process admits from memory or not: others may.
+    announceChange: store.kind === 'redis' ? (message) => announceChange(store, accessChanges, message) : null,
     ...(dependencies.onStoreFailure === undefined ? {} : { onStoreFailure: dependencies.onStoreFailure }),
   });
   const loginThrottle = createLoginThrottle({ store });

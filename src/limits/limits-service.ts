@@ -9,11 +9,13 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Principal } from '../auth/authenticate.js';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
-import { quotaBucket, type AdmissionRequest, type AdmissionResult, type QuotaCheck, type RateCheck, type StoredValuesPrecondition } from '../platform/admission.js';
+import { quotaBucket, type AdmissionRequest, type AdmissionResult, type AdmissionStanding, type QuotaCheck, type RateCheck, type StoredValuesPrecondition } from '../platform/admission.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { createMemoryStore } from '../platform/memory-store.js';
 import { commandNeverSent } from '../platform/redis-store.js';
+import type { ChangeFeed } from '../platform/change-feed.js';
 import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
+import { createPrepaidAdmissions, prepaidCallerKey } from './prepaid-admissions.js';
 import { limitHeaders, requestRateHeaders, retryAfterSeconds } from './limit-headers.js';
 
 const minuteMs = 60_000;
@@ -41,7 +43,14 @@ export interface Admission {
   finish(usage: { prompt_tokens: number; completion_tokens: number } | null): Promise<void>;
 }
 
-export function createLimitsService(dependencies: { config: Config['limits']; store: KeyValueStore; registry: Registry; logger: Logger }) {
+export function createLimitsService(dependencies: {
+  config: Config['limits'];
+  store: KeyValueStore;
+  registry: Registry;
+  logger: Logger;
+  /** Announced changes of credentials and users; with Redis, it lets callers coming back be admitted from memory (prepaid-admissions.ts). */
+  changeFeed?: ChangeFeed | null;
+}) {
   const { config, store, logger } = dependencies;
   const fallback = createMemoryStore();
   const registers = [dependencies.registry];
@@ -54,6 +63,16 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
   const giveBackFailed = oncePerInterval((error) =>
     logger.warn({ err: error }, 'limits: a check Redis answered late, or never, could not be settled there; its slot lapses within 60 s, its reservation stays charged'),
   );
+  const prepaidAdmissions = new Counter({
+    name: 'rate_limit_prepaid_admissions_total',
+    help: 'Prepaid admissions (charged in Redis with an earlier request), by outcome: used by a request without a Redis round trip, or given back unused.',
+    labelNames: ['outcome'],
+    registers,
+  });
+  const prepaid =
+    store.kind === 'redis' && dependencies.changeFeed != null
+      ? createPrepaidAdmissions({ store, feed: dependencies.changeFeed, onGiveBackFailed: giveBackFailed, counted: (outcome) => prepaidAdmissions.inc({ outcome }) })
+      : null;
   /** Set while Redis misses the timeout: a precondition cannot hold on the fallback, so none is tried. */
   let storeDegraded = false;
   const fallbackActive = new Gauge({ name: 'rate_limit_store_fallback_active', help: '1 while limit checks run on this instance\'s memory (Redis unreachable).', registers });
@@ -146,9 +165,10 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       if (input.precondition != null && storeDegraded) return null;
       const limits = this.limitsFor(input.principal);
       const userId = input.principal.userId;
+      const clientBucket = ipBucket(input.ip);
       const rates: RateCheck[] = [
         { key: `limit:user:${userId}`, limit: limits.requests, windowMs: limits.windowSeconds * 1000 },
-        { key: `limit:ip:${ipBucket(input.ip)}`, limit: config.ipRequests, windowMs: config.ipWindowSeconds * 1000 },
+        { key: `limit:ip:${clientBucket}`, limit: config.ipRequests, windowMs: config.ipWindowSeconds * 1000 },
       ];
       const quotas: QuotaCheck[] = [];
       const quotaNames: string[] = [];
@@ -163,12 +183,8 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       const leaseId = randomUUID();
       const concurrency = { key: `concurrency:${userId}`, limit: limits.maxConcurrentStreams, leaseId, leaseTtlMs: leaseTtlMs };
       const request: AdmissionRequest = { now: Date.now(), rates, quotas, concurrency, precondition: input.precondition ?? null };
-      const settleOn = (where: KeyValueStore, admitted: { quotas: Array<{ bucketKey: string; resetMs: number }> }, used: number, onlyIfLeased = false) =>
-        where.settle({
-          quotas: admitted.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
-          release: { key: concurrency.key, leaseId },
-          onlyIfLeased,
-        });
+      const quotaLimits = quotas.map((quota) => quota.limit);
+
       // What Redis decided while this instance decided alone — an answer that came late, or none at
       // all — is settled there with the generation's real usage: at once if it is over, else when it ends.
       let finishedWith: number | null = null;
@@ -182,28 +198,95 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
         const settle: ((used: number) => Promise<void>) | null = settleInRedis;
         if (settle !== null) await settle(used).catch(giveBackFailed);
       };
+      /** The admission granted on `target`: headers from where the limits stand, a kept-alive lease, and its settlement. */
+      const admitted = (target: KeyValueStore, grant: { leaseId: string; reserveTokens: number; standing: AdmissionStanding }): Admission => {
+        const settle = (used: number) =>
+          target.settle({
+            quotas: grant.standing.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - grant.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
+            release: { key: concurrency.key, leaseId: grant.leaseId },
+          });
+        // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs. Decided on
+        // this instance's memory, it also keeps alive the lease Redis granted late or may have granted
+        // unanswered, so it is still there to settle when the stream ends (a renewal touches only a
+        // lease that is there).
+        const lease = { key: concurrency.key, leaseId: grant.leaseId, ttlMs: leaseTtlMs };
+        const renewal = setInterval(() => {
+          void target.renewLease(lease).catch(() => undefined);
+          if (target !== store) void store.renewLease(lease).catch(() => undefined);
+        }, leaseRenewMs);
+        renewal.unref();
+        let finished = false;
+        return {
+          headers: limitHeaders({ limits, rates: grant.standing.rates, quotas: grant.standing.quotas, quotaLimits }),
+          async finish(usage) {
+            if (finished) return;
+            finished = true;
+            clearInterval(renewal);
+            const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
+            try {
+              await settle(used);
+            } catch (error) {
+              logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
+            }
+            await finishInRedis(used);
+          },
+        };
+      };
+
+      // A caller coming back is admitted on the prepaid admission held for it, without asking Redis.
+      const caller = prepaid !== null && request.precondition != null ? prepaidCallerKey(userId, clientBucket, request.precondition) : null;
+      if (prepaid !== null && caller !== null) {
+        const held = prepaid.take(caller, request);
+        if (held !== null) {
+          prepaid.prepayNext(caller, request);
+          return admitted(store, held);
+        }
+        request.prepay = prepaid.prepayFor(caller, request.now);
+      }
+
+      const settleOn = (where: KeyValueStore, admittedQuotas: Array<{ bucketKey: string; resetMs: number }>, used: number, onlyIfLeased = false) =>
+        where.settle({
+          quotas: admittedQuotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
+          release: { key: concurrency.key, leaseId },
+          onlyIfLeased,
+        });
       // A late answer that admitted is settled like the real one, so Redis counts the tokens actually
-      // used and holds no slot for a generation that is over.
+      // used and holds no slot for a generation that is over; a prepaid charge it made is given back.
       const onLate = async (late: AdmissionResult) => {
-        if (late.allowed) whenFinished((used) => settleOn(store, late, used));
+        if (late.allowed) whenFinished((used) => settleOn(store, late.quotas, used));
+        if (late.prepaid != null) prepaid?.giveBackUnanswered(request);
       };
       // No answer at all: whether Redis admitted is unknown, so the settlement applies only if it did
       // (its lease is there). After a timeout it goes on the same connection as the check, so Redis
       // runs it after the check. Lost to a broken connection, it fails at once too (nothing is queued
       // while ioredis reconnects) and is tried once more after the reconnection's longest wait.
-      const settleIfGranted = (used: number) => settleOn(store, { quotas: quotas.map((quota) => quotaBucket(quota, request.now)) }, used, true);
-      const onLost = () =>
+      const settleIfGranted = (used: number) => settleOn(store, quotas.map((quota) => quotaBucket(quota, request.now)), used, true);
+      const onLost = () => {
+        prepaid?.giveBackUnanswered(request);
         whenFinished((used) =>
           settleIfGranted(used).catch(() => {
             setTimeout(() => void settleIfGranted(used).catch(giveBackFailed), lostSettlementRetryMs).unref();
           }),
         );
-      const { value: result, target } = await onStore((chosen) => chosen.admit(request), onLate, onLost);
+      };
+      // This instance's memory decides alone only while Redis is slow: it prepays nothing.
+      let decided: { value: AdmissionResult; target: KeyValueStore } | null = null;
+      try {
+        decided = await onStore((chosen) => chosen.admit(chosen === store ? request : { ...request, prepay: null }), onLate, onLost);
+      } finally {
+        // Only Redis's own answer in time can hand over a prepaid admission (a late one gives it back).
+        if (prepaid !== null && caller !== null) prepaid.answered(caller, request, decided?.target === store ? decided.value : null);
+      }
+      const { value: result, target } = decided;
       // Nothing was consumed here. If this answer came from the fallback (Redis was slow), what Redis
       // decides meanwhile is given back at once, holding no slot.
       if (!result.allowed) await finishInRedis(0);
       if (result.failure?.kind === 'precondition') return null;
       if (!result.allowed) {
+        // Refused by Redis while a prepaid admission for this caller is held here (requests that came
+        // together): that one was charged for exactly such a request.
+        const held = prepaid !== null && caller !== null && target === store ? prepaid.take(caller, request) : null;
+        if (held !== null) return admitted(store, held);
         // A refusal consumed nothing and reported nothing: read where each limit stands for the headers.
         const standing = await target.peek({ now: request.now, rates, quotas }).catch(() => ({ rates: [], quotas: [] }));
         const failed = result.failure;
@@ -211,37 +294,10 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
           failed?.kind === 'rate' && failed.index === index ? { remaining: 0, resetMs: failed.retryAfterMs } : (standing.rates[index] ?? { remaining: 0, resetMs: 0 }),
         );
         const quotaStandings = quotas.map((quota, index) => standing.quotas[index] ?? { used: quota.limit, resetMs: 0 });
-        const headers = limitHeaders({ limits, rates: rateStandings, quotas: quotaStandings, quotaLimits: quotas.map((quota) => quota.limit) });
+        const headers = limitHeaders({ limits, rates: rateStandings, quotas: quotaStandings, quotaLimits });
         refuse(result, { rate: ['user_requests', 'ip_requests'], quota: quotaNames }, headers);
       }
-      const headers = limitHeaders({ limits, rates: result.rates, quotas: result.quotas, quotaLimits: quotas.map((quota) => quota.limit) });
-
-      // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs. Decided on
-      // this instance's memory, it also keeps alive the lease Redis granted late or may have granted
-      // unanswered, so it is still there to settle when the stream ends (a renewal touches only a
-      // lease that is there).
-      const lease = { key: concurrency.key, leaseId, ttlMs: leaseTtlMs };
-      const renewal = setInterval(() => {
-        void target.renewLease(lease).catch(() => undefined);
-        if (target !== store) void store.renewLease(lease).catch(() => undefined);
-      }, leaseRenewMs);
-      renewal.unref();
-      let finished = false;
-      return {
-        headers,
-        async finish(usage) {
-          if (finished) return;
-          finished = true;
-          clearInterval(renewal);
-          const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
-          try {
-            await settleOn(target, result, used);
-          } catch (error) {
-            logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
-          }
-          await finishInRedis(used);
-        },
-      };
+      return admitted(target, { leaseId, reserveTokens: input.reserveTokens, standing: result });
     },
 
     /** The stricter per-IP limit on login, register and refresh; returns the headers for the answer. */
@@ -267,7 +323,10 @@ export function createLimitsService(dependencies: { config: Config['limits']; st
       return { limits, requests: value.rates[0] ?? { remaining: limits.requests, resetMs: 0 }, minute: value.quotas[0] ?? { used: 0, resetMs: minuteMs }, day: value.quotas[1] ?? { used: 0, resetMs: dayMs } };
     },
 
-    close: () => fallback.close(),
+    async close() {
+      await prepaid?.close();
+      await fallback.close();
+    },
   };
 }
 

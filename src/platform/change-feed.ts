@@ -8,30 +8,39 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ChannelWatch, KeyValueStore } from './key-value-store.js';
 
+/** The channel and timings every instance (and the command line) uses for changes of credentials and users. */
+export const accessChanges = { channel: 'access:changes', trustWindowMs: 200, confirmEveryMs: 50 };
+
+/** Publishes a change and waits out the trust window: on return, no instance holds state from before it as current. */
+export async function announceChange(store: KeyValueStore, feed: { channel: string; trustWindowMs: number }, message: string): Promise<void> {
+  await store.publish(feed.channel, message);
+  await delay(feed.trustWindowMs);
+}
+
 export interface ChangeFeed {
   /** True while this instance has provably seen every change announced more than the trust window ago. */
   isCurrent(): boolean;
   /** Moves on every change and every break of the subscription: read before a step and after it, it says whether one came between. */
   epoch(): number;
-  /** Called on every change and every break (when changes may have been missed). */
-  onChange(listener: () => void): void;
+  /** Called with each change's message, and with null on every break (when any change may have been missed). */
+  onChange(listener: (message: string | null) => void): void;
   /** Publishes a change and waits out the trust window: on return, no instance holds state from before it as current. */
   announce(message: string): Promise<void>;
-  stop(): Promise<void>;
+  close(): Promise<void>;
 }
 
 export async function startChangeFeed(options: { store: KeyValueStore; channel: string; trustWindowMs: number; confirmEveryMs: number }): Promise<ChangeFeed> {
   const { store, trustWindowMs } = options;
-  const listeners: Array<() => void> = [];
+  const listeners: Array<(message: string | null) => void> = [];
   let epoch = 0;
   let breaks = 0;
   /** When the newest PING that came back was sent (performance.now()). */
   let confirmedSentAt = -Infinity;
   let confirming = false;
 
-  function changed(): void {
+  function changed(message: string | null): void {
     epoch += 1;
-    for (const listener of listeners) listener();
+    for (const listener of listeners) listener(message);
   }
 
   const watch: ChannelWatch = await store.watch(options.channel, {
@@ -39,7 +48,7 @@ export async function startChangeFeed(options: { store: KeyValueStore; channel: 
     broken() {
       breaks += 1;
       confirmedSentAt = -Infinity;
-      changed();
+      changed(null);
     },
   });
 
@@ -68,11 +77,8 @@ export async function startChangeFeed(options: { store: KeyValueStore; channel: 
     onChange(listener) {
       listeners.push(listener);
     },
-    async announce(message) {
-      await store.publish(options.channel, message);
-      await delay(trustWindowMs);
-    },
-    async stop() {
+    announce: (message) => announceChange(store, options, message),
+    async close() {
       clearInterval(confirmer);
       confirmedSentAt = -Infinity;
       await watch.close();

@@ -43,13 +43,14 @@ export interface LimitsCaller {
   email: string;
   accessToken: string;
   apiKey: string;
+  apiKeyId: string;
 }
 
 /** A fresh user (signed up from an address of its own, so auth limits never get in the way) with one API key. */
 export async function newLimitsCaller(app: App): Promise<LimitsCaller> {
   const signedIn = await signUp(app, { remoteAddress: randomIp() });
   const key = await createApiKey(app, signedIn.tokens.access_token, 'limits tests');
-  return { userId: signedIn.user.id, email: signedIn.email, accessToken: signedIn.tokens.access_token, apiKey: key.key };
+  return { userId: signedIn.user.id, email: signedIn.email, accessToken: signedIn.tokens.access_token, apiKey: key.key, apiKeyId: key.id };
 }
 
 /** A random IPv6 /64 prefix (documentation range), as four groups without the trailing `::`. */

@@ -35,7 +35,7 @@ describe('the change feed on the in-process store', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(trustWindowMs - 1);
     expect(seen.sort()).toEqual([0, 1]);
     feeds.forEach((feed, index) => expect(feed.epoch()).toBe(epochs[index]! + 1));
-    for (const feed of feeds) await feed.stop();
+    for (const feed of feeds) await feed.close();
     expect(feeds[0]!.isCurrent()).toBe(false);
     await store.close();
   });
@@ -64,8 +64,8 @@ describe.skipIf(testRedisUrl === null)('the change feed on Redis', () => {
   });
 
   afterAll(async () => {
-    await feed.stop();
-    await announcer.stop();
+    await feed.close();
+    await announcer.close();
     await watched.close();
     await direct.close();
     await proxy.close();

@@ -1,0 +1,201 @@
+// Prepaid admissions: a caller who sends requests one after another is admitted from memory, with
+// no Redis round trip on the request's path. Each admission asks Redis to charge the caller's next
+// request too (the script grants it only far from every limit), and this instance holds that
+// prepaid admission for the caller's next request; the request that uses it asks for the next one
+// in the background. The limits stay exact: what is used was charged in Redis beforehand, and what
+// is not used within its lifetime is given back (a prepaid admission held here can make another
+// instance refuse one request early meanwhile; a refused request here uses it instead).
+//
+// A prepaid admission stands for the caller's credential as it was when Redis charged it. Every
+// change of a credential or a user is announced on the change feed, which drops every prepaid
+// admission here (given back), and one is used only while the feed is current: a change announced
+// before the request came is then known to have reached this instance.
+import { randomUUID } from 'node:crypto';
+import type { AdmissionRequest, AdmissionResult, AdmissionStanding, Settlement, StoredValuesPrecondition } from '../platform/admission.js';
+import { quotaBucket } from '../platform/admission.js';
+import { BoundedMap } from '../platform/bounded-map.js';
+import type { ChangeFeed } from '../platform/change-feed.js';
+import type { KeyValueStore } from '../platform/key-value-store.js';
+
+export interface PrepaidAdmission {
+  leaseId: string;
+  reserveTokens: number;
+  /** Where each limit stood after the prepaid charge: the headers of the request that uses it. */
+  standing: AdmissionStanding;
+  rateKeys: string[];
+  concurrencyKey: string;
+  /** The store entries the caller's credential was judged on: a change of any of them voids it. */
+  judgedOn: string[];
+  /** Date.now() after which it is given back unused. */
+  expiresAt: number;
+}
+
+/** Long enough for a caller's next request to come (a streamed answer takes seconds), short enough that one held for nothing is soon given back. */
+export const prepaidLifetimeMs = 5_000;
+/** Callers whose last request time this instance remembers (to prepay only for a caller who came back). */
+const rememberedCallers = 10_000;
+
+/** What identifies a caller's prepaid admission: the user, the client's IP bucket, and the credential state it was granted under. */
+export function prepaidCallerKey(userId: string, ipBucket: string, precondition: StoredValuesPrecondition): string {
+  return `${userId}\n${ipBucket}\n${precondition.keys.join('\n')}\n${precondition.values.join('\n')}`;
+}
+
+/** The settlement that undoes a prepaid charge, if its lease is still held (so it is applied once). */
+function giveBackSettlement(charge: { leaseId: string; concurrencyKey: string; rateKeys: string[]; quotas: Array<{ bucketKey: string; resetMs: number; reserve: number }> }): Settlement {
+  return {
+    quotas: charge.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: -quota.reserve, ttlMs: quota.resetMs + 60_000 })),
+    release: { key: charge.concurrencyKey, leaseId: charge.leaseId },
+    rewind: charge.rateKeys,
+    onlyIfLeased: true,
+  };
+}
+
+/** The give-back of a prepaid charge asked for in `request`, whether or not Redis granted it (it applies only if it did). */
+function giveBackAsked(request: AdmissionRequest, leaseId: string): Settlement {
+  return giveBackSettlement({
+    leaseId,
+    concurrencyKey: request.concurrency?.key ?? '',
+    rateKeys: request.rates.map((rate) => rate.key),
+    quotas: request.quotas.map((quota) => ({ ...quotaBucket(quota, request.now), reserve: quota.reserve })),
+  });
+}
+
+export function createPrepaidAdmissions(options: {
+  store: KeyValueStore;
+  feed: ChangeFeed;
+  onGiveBackFailed: (error: unknown) => void;
+  counted: (outcome: 'used' | 'given_back') => void;
+}) {
+  const { store, feed } = options;
+  const held = new Map<string, PrepaidAdmission>();
+  /** Callers with a prepaid charge asked for and not yet answered, and the feed's epoch when it was asked. */
+  const asked = new Map<string, number>();
+  const lastSeen = new BoundedMap<string, number>(rememberedCallers);
+
+  function giveBack(settlement: Settlement): Promise<void> {
+    return store.settle(settlement).catch(options.onGiveBackFailed);
+  }
+
+  function giveBackHeld(prepaid: PrepaidAdmission): Promise<void> {
+    options.counted('given_back');
+    return giveBack(
+      giveBackSettlement({
+        ...prepaid,
+        quotas: prepaid.standing.quotas.map((quota) => ({ bucketKey: quota.bucketKey, resetMs: quota.resetMs, reserve: prepaid.reserveTokens })),
+      }),
+    );
+  }
+
+  /** Gives back what is held for credentials judged on any of `entries` (every one, for null). */
+  async function giveBackJudgedOn(entries: string[] | null): Promise<void> {
+    const voided: PrepaidAdmission[] = [];
+    for (const [caller, prepaid] of held) {
+      if (entries !== null && !prepaid.judgedOn.some((entry) => entries.includes(entry))) continue;
+      held.delete(caller);
+      voided.push(prepaid);
+    }
+    await Promise.all(voided.map(giveBackHeld));
+  }
+
+  // A change names the entries it touched (access-state's publishChange); a break may have hidden any.
+  feed.onChange((message) => void giveBackJudgedOn(message === null ? null : message.split('\n')));
+
+  const sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const [caller, prepaid] of held) {
+      if (prepaid.expiresAt > now) continue;
+      held.delete(caller);
+      void giveBackHeld(prepaid);
+    }
+  }, prepaidLifetimeMs / 2);
+  sweeper.unref();
+
+  /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back. */
+  function answered(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
+    const epochAsked = asked.get(caller);
+    asked.delete(caller);
+    const prepaid = result?.prepaid ?? null;
+    if (prepaid === null) return;
+    if (epochAsked !== feed.epoch() || held.has(caller) || request.concurrency === null) {
+      options.counted('given_back');
+      void giveBack(giveBackAsked(request, request.prepay.leaseId));
+      return;
+    }
+    held.set(caller, {
+      leaseId: request.prepay.leaseId,
+      reserveTokens: request.quotas[0]?.reserve ?? 0,
+      standing: prepaid,
+      rateKeys: request.rates.map((rate) => rate.key),
+      concurrencyKey: request.concurrency.key,
+      judgedOn: request.precondition?.keys ?? [],
+      expiresAt: Date.now() + prepaidLifetimeMs,
+    });
+  }
+
+  return {
+    /**
+     * The caller's prepaid admission, for a request with the limits in `request`; null when there is
+     * none this instance may use now (one in another minute's or day's quota window is given back).
+     */
+    take(caller: string, request: AdmissionRequest): PrepaidAdmission | null {
+      const prepaid = held.get(caller);
+      if (prepaid === undefined || !feed.isCurrent()) return null;
+      held.delete(caller);
+      const sameWindows = request.quotas.every((quota, index) => quotaBucket(quota, request.now).bucketKey === prepaid.standing.quotas[index]?.bucketKey);
+      if (prepaid.expiresAt <= request.now || !sameWindows) {
+        void giveBackHeld(prepaid);
+        return null;
+      }
+      options.counted('used');
+      return prepaid;
+    },
+
+    /**
+     * The prepay to ask for with this caller's admission, or null: only while the feed is current,
+     * for a caller seen within a prepaid admission's lifetime, and one at a time per caller.
+     */
+    prepayFor(caller: string, now: number): AdmissionRequest['prepay'] {
+      const previous = lastSeen.get(caller);
+      lastSeen.delete(caller);
+      lastSeen.set(caller, now);
+      if (previous === undefined || now - previous > prepaidLifetimeMs) return null;
+      if (held.has(caller) || asked.has(caller) || !feed.isCurrent()) return null;
+      asked.set(caller, feed.epoch());
+      return { leaseId: randomUUID(), alone: false };
+    },
+
+    /** Hands over Redis's answer to an admission that asked for a prepay; null when it was not answered by Redis in time. */
+    answered(caller: string, request: AdmissionRequest, result: AdmissionResult | null): void {
+      const prepay = request.prepay;
+      if (prepay == null) return;
+      answered(caller, { ...request, prepay }, result);
+    },
+
+    /** Gives back what Redis may have granted to a prepay whose answer was given up on or lost. */
+    giveBackUnanswered(request: AdmissionRequest): void {
+      if (request.prepay != null) void giveBack(giveBackAsked(request, request.prepay.leaseId));
+    },
+
+    /** After a prepaid admission was used: asks Redis, in the background, to charge the caller's next request. */
+    prepayNext(caller: string, request: AdmissionRequest): void {
+      if (held.has(caller) || asked.has(caller) || !feed.isCurrent()) return;
+      asked.set(caller, feed.epoch());
+      const prepayRequest = { ...request, prepay: { leaseId: randomUUID(), alone: true } };
+      store.admit(prepayRequest).then(
+        (result) => answered(caller, prepayRequest, result),
+        () => {
+          asked.delete(caller);
+          void giveBack(giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
+        },
+      );
+    },
+
+    /** Gives back every prepaid admission held here (at shutdown). */
+    async close(): Promise<void> {
+      clearInterval(sweeper);
+      await giveBackJudgedOn(null);
+    },
+  };
+}
+
+export type PrepaidAdmissions = ReturnType<typeof createPrepaidAdmissions>;
