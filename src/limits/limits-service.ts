@@ -81,16 +81,18 @@ export function createLimitsService(dependencies: {
    * Runs an operation on the shared store, or on this instance's memory when the store fails or is
    * slow. A late answer from Redis is handed to `undoLate`, so a check we stopped waiting for leaves
    * no slot or reservation behind there; when none ever comes (the connection's own timeout ran out,
-   * or it broke), `onLost` is called instead, without knowing whether Redis ran it.
+   * or it broke), `onLost` is called instead, without knowing whether Redis ran it. `unanswered`:
+   * decided on the fallback because Redis's answer had not come in time (it may still come).
    */
   async function onStore<T>(
     operation: (target: KeyValueStore) => Promise<T>,
     undoLate?: (lateValue: T) => Promise<void>,
     onLost?: () => void,
-  ): Promise<{ value: T; target: KeyValueStore }> {
-    if (store.kind === 'memory') return { value: await operation(store), target: store };
+  ): Promise<{ value: T; target: KeyValueStore; unanswered: boolean }> {
+    if (store.kind === 'memory') return { value: await operation(store), target: store, unanswered: false };
     let timer: NodeJS.Timeout | undefined;
     let gaveUp = false;
+    let timedOut = false;
     const attempt = operation(store);
     try {
       const value = await Promise.race([
@@ -99,20 +101,24 @@ export function createLimitsService(dependencies: {
           // Timers run before pending I/O in a turn of the event loop: on a busy instance Redis's
           // answer may already be waiting in the socket. setImmediate lets it be read first, so
           // only a Redis that really did not answer in time counts as unavailable.
-          const giveUp = () => reject(new Error(`no answer within ${config.storeTimeoutMs} ms`));
+          const giveUp = () => {
+            timedOut = true;
+            reject(new Error(`no answer within ${config.storeTimeoutMs} ms`));
+          };
           timer = setTimeout(() => setImmediate(giveUp), config.storeTimeoutMs);
         }),
       ]);
       fallbackActive.set(0);
       storeDegraded = false;
-      return { value, target: store };
+      return { value, target: store, unanswered: false };
     } catch (error) {
       gaveUp = true;
       storeDegraded = true;
       fallbacks.inc();
       fallbackActive.set(1);
       fallbackStarted(error);
-      return { value: await operation(fallback), target: fallback };
+      const unanswered = timedOut;
+      return { value: await operation(fallback), target: fallback, unanswered };
     } finally {
       clearTimeout(timer);
       if (gaveUp && undoLate !== undefined) {
@@ -251,10 +257,12 @@ export function createLimitsService(dependencies: {
           onlyIfLeased,
         });
       // A late answer that admitted is settled like the real one, so Redis counts the tokens actually
-      // used and holds no slot for a generation that is over; a prepaid charge it made is given back.
+      // used and holds no slot for a generation that is over (a prepaid charge it made was given back
+      // at once, below). Refused on this instance's memory, it was given back at once already (see below): then this
+      // applies only if that did not (its lease still held).
+      let givenBackAtOnce = false;
       const onLate = async (late: AdmissionResult) => {
-        if (late.allowed) whenFinished((used) => settleOn(store, late.quotas, used));
-        if (late.prepaid != null) prepaid?.giveBackUnanswered(request);
+        if (late.allowed) whenFinished((used) => settleOn(store, late.quotas, used, givenBackAtOnce));
       };
       // No answer at all: whether Redis admitted is unknown, so the settlement applies only if it did
       // (its lease is there). After a timeout it goes on the same connection as the check, so Redis
@@ -270,17 +278,28 @@ export function createLimitsService(dependencies: {
         );
       };
       // This instance's memory decides alone only while Redis is slow: it prepays nothing.
-      let decided: { value: AdmissionResult; target: KeyValueStore } | null = null;
+      let decided: { value: AdmissionResult; target: KeyValueStore; unanswered: boolean } | null = null;
       try {
         decided = await onStore((chosen) => chosen.admit(chosen === store ? request : { ...request, prepay: null }), onLate, onLost);
       } finally {
         // Only Redis's own answer in time can hand over a prepaid admission (a late one gives it back).
         if (prepaid !== null && caller !== null) prepaid.answered(caller, request, decided?.target === store ? decided.value : null);
       }
-      const { value: result, target } = decided;
-      // Nothing was consumed here. If this answer came from the fallback (Redis was slow), what Redis
-      // decides meanwhile is given back at once, holding no slot.
-      if (!result.allowed) await finishInRedis(0);
+      const { value: result, target, unanswered } = decided;
+      // Decided here while Redis's answer is still on its way: what Redis grants is given back at once,
+      // by settlements that apply only if it granted, sent now on the check's connection so Redis runs
+      // them right after the check — before whatever this request sends next. The admission that
+      // follows a failed precondition would otherwise find this check's slot and reservation still
+      // held (a 429 for a caller with no generation running, at one stream). A prepaid charge is never
+      // used late. The late or lost answer still settles if these fail.
+      if (unanswered) prepaid?.giveBackUnanswered(request);
+      if (!result.allowed) {
+        if (unanswered) {
+          givenBackAtOnce = true;
+          void settleIfGranted(0).catch(() => undefined);
+        }
+        await finishInRedis(0);
+      }
       if (result.failure?.kind === 'precondition') return null;
       if (!result.allowed) {
         // Refused by Redis while a prepaid admission for this caller is held here (requests that came

@@ -26,7 +26,8 @@ const LATE_BY_MS = 250;
 const DAY_QUOTA = 1000;
 const RESERVE = 10;
 
-type AdmitBehaviour = 'prompt' | 'late' | 'lost after running' | 'lost without running' | 'down';
+/** 'ran, answered late': run at once, its answer held back (a slow line back, or a stalled reader). */
+type AdmitBehaviour = 'prompt' | 'late' | 'ran, answered late' | 'lost after running' | 'lost without running' | 'down';
 
 /** The in-process store posing as Redis: each admission behaves as `admitBehaviour` says. */
 function posingStore() {
@@ -41,6 +42,12 @@ function posingStore() {
       // What ioredis says when the connection is down and its offline queue is off: never written.
       if (behaviour === 'down') throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
       if (behaviour === 'prompt') return memory.admit(request);
+      if (behaviour === 'ran, answered late') {
+        const ran = await memory.admit(request);
+        await sleep(LATE_BY_MS);
+        control.answersGiven += 1;
+        return ran;
+      }
       await sleep(LATE_BY_MS);
       if (behaviour === 'lost without running') throw new Error('Command timed out');
       const result = await memory.admit(request);
@@ -204,6 +211,24 @@ describe('checks Redis answered late, or never', () => {
     await expect(service.admitGeneration({ principal: principal(userId), ip: '192.0.2.1', reserveTokens: RESERVE })).rejects.toMatchObject({ code: 'rate_limited' });
     await eventually(async () => expect(control.answersGiven).toBe(1));
     await eventually(async () => expect(await standing(userId)).toEqual({ tokensUsed: 0, slotFree: true }));
+  });
+
+  it('gives back at once what Redis granted a check refused on this instance’s memory: the admission after a failed precondition finds no slot of it', async () => {
+    const { control, memory, limits: service, standing } = start();
+    const userId = randomUUID();
+    // A judged credential's state, as Redis holds it: never in this instance's memory.
+    await memory.set('auth:key:judged', 'judged');
+    control.admitBehaviour = 'ran, answered late';
+    const precondition = { keys: ['auth:key:judged'], values: ['judged'] };
+    expect(await service.admitGeneration({ principal: principal(userId), ip: '192.0.2.1', reserveTokens: RESERVE, precondition })).toBeNull();
+    // The credential checked in full, its admission is answered in time: the one slot is free there.
+    control.admitBehaviour = 'prompt';
+    const admission = await service.admitGeneration({ principal: principal(userId), ip: '192.0.2.1', reserveTokens: RESERVE });
+    await admission!.finish({ prompt_tokens: 2, completion_tokens: 3 });
+    // The late answer's own give-back finds its lease gone: the reservation is not refunded twice.
+    await eventually(async () => expect(control.answersGiven).toBe(1));
+    await sleep(20);
+    expect(await standing(userId)).toEqual({ tokensUsed: 5, slotFree: true });
   });
 
   it('sends nothing and logs nothing for checks refused before they were written (Redis down): Redis ran none of them', async () => {
