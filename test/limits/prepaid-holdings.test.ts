@@ -1,0 +1,169 @@
+// The prepaid admissions an instance holds, on their own: the in-process store stands in for Redis
+// (the same admission algorithm), and the change feed is one the test drives — current or not,
+// a change naming entries, a break — so each race the holdings must win is played out in order.
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createPrepaidAdmissions, prepaidCallerKey } from '../../src/limits/prepaid-admissions.js';
+import type { AdmissionRequest } from '../../src/platform/admission.js';
+import type { ChangeFeed } from '../../src/platform/change-feed.js';
+import { createMemoryStore } from '../../src/platform/memory-store.js';
+import type { KeyValueStore } from '../../src/platform/key-value-store.js';
+
+/** A change feed whose state the test sets. */
+function drivenFeed() {
+  const listeners: Array<(message: string | null) => void> = [];
+  let epoch = 0;
+  const feed: ChangeFeed & { current: boolean; change(message: string | null): void } = {
+    current: true,
+    isCurrent: () => feed.current,
+    epoch: () => epoch,
+    onChange: (listener) => listeners.push(listener),
+    announce: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+    change(message) {
+      epoch += 1;
+      for (const listener of listeners) listener(message);
+    },
+  };
+  return feed;
+}
+
+const minuteMs = 60_000;
+
+describe('prepaid admissions held by an instance', () => {
+  const opened: Array<{ close(): Promise<void> }> = [];
+
+  afterEach(async () => {
+    for (const each of opened.splice(0)) await each.close();
+  });
+
+  async function setUp() {
+    const store: KeyValueStore = createMemoryStore();
+    const feed = drivenFeed();
+    const outcomes: string[] = [];
+    const holdings = createPrepaidAdmissions({ store, feed, onGiveBackFailed: () => undefined, counted: (outcome) => outcomes.push(outcome) });
+    opened.push(holdings, store);
+    const userId = randomUUID();
+    const precondition = { keys: [`auth:key:${userId}`, `auth:user:v2:${userId}`], values: ['key state', 'user state'] };
+    // The credential's state as the store holds it: what the admission's precondition checks.
+    for (const [index, key] of precondition.keys.entries()) await store.set(key, precondition.values[index]!);
+    const caller = prepaidCallerKey(userId, '192.0.2.1', precondition);
+    const request = (now = Date.now()): AdmissionRequest => ({
+      now,
+      rates: [{ key: `limit:user:${userId}`, limit: 100, windowMs: minuteMs }],
+      quotas: [{ key: `quota:minute:${userId}`, limit: 10_000, windowMs: minuteMs, reserve: 20 }],
+      concurrency: { key: `concurrency:${userId}`, limit: 10, leaseId: randomUUID(), leaseTtlMs: 60_000 },
+      precondition,
+    });
+    const remaining = async () => {
+      const peeked = await store.peek({ now: Date.now(), rates: request().rates, quotas: request().quotas });
+      return { requests: peeked.rates[0]?.remaining, tokens: peeked.quotas[0]?.used };
+    };
+    /** Admits a request that asks for the next to be prepaid, as the limits service does, and hands over the answer. */
+    const admitAsking = async () => {
+      const asking = request();
+      holdings.prepayFor(caller, asking.now);
+      asking.prepay = holdings.prepayFor(caller, asking.now);
+      expect(asking.prepay).not.toBeNull();
+      const result = await store.admit(asking);
+      return { asking, result, handOver: () => holdings.answered(caller, asking, result) };
+    };
+    return { store, feed, outcomes, holdings, userId, caller, request, remaining, admitAsking };
+  }
+
+  it('hands the prepaid admission to the caller’s next request, once', async () => {
+    const { holdings, caller, request, admitAsking, outcomes } = await setUp();
+    const { handOver } = await admitAsking();
+    handOver();
+    const prepaid = holdings.take(caller, request());
+    expect(prepaid?.standing.rates[0]?.remaining).toBe(98);
+    expect(holdings.take(caller, request())).toBeNull();
+    expect(outcomes).toEqual(['used']);
+  });
+
+  it('asks for one only for a caller seen within the lifetime, and one at a time', async () => {
+    const { holdings, caller } = await setUp();
+    const now = Date.now();
+    expect(holdings.prepayFor(caller, now)).toBeNull();
+    expect(holdings.prepayFor(caller, now + 10)).not.toBeNull();
+    // Asked and not yet answered: no second ask.
+    expect(holdings.prepayFor(caller, now + 20)).toBeNull();
+    const stranger = prepaidCallerKey(randomUUID(), '192.0.2.1', { keys: [], values: [] });
+    expect(holdings.prepayFor(stranger, now)).toBeNull();
+    expect(holdings.prepayFor(stranger, now + 6_000)).toBeNull();
+  });
+
+  it('does not use what it holds while the feed is not current, and uses it once the feed is again', async () => {
+    const { holdings, caller, request, admitAsking, feed } = await setUp();
+    (await admitAsking()).handOver();
+    feed.current = false;
+    expect(holdings.take(caller, request())).toBeNull();
+    feed.current = true;
+    expect(holdings.take(caller, request())).not.toBeNull();
+  });
+
+  it('asks for nothing while the feed is not current', async () => {
+    const { holdings, caller, feed } = await setUp();
+    const now = Date.now();
+    holdings.prepayFor(caller, now);
+    feed.current = false;
+    expect(holdings.prepayFor(caller, now + 1)).toBeNull();
+  });
+
+  it('gives back a grant that comes after a change, though the change named another caller’s entries: it may predate the change', async () => {
+    const { holdings, caller, request, admitAsking, feed, remaining, outcomes } = await setUp();
+    const { handOver } = await admitAsking();
+    const charged = await remaining();
+    feed.change('auth:key:someone-else');
+    handOver();
+    expect(holdings.take(caller, request())).toBeNull();
+    expect(outcomes).toEqual(['given_back']);
+    await expect.poll(remaining).toEqual({ requests: (charged.requests ?? 0) + 1, tokens: (charged.tokens ?? 0) - 20 });
+  });
+
+  it('gives back, on a change, only what was judged on an entry the change names', async () => {
+    const { holdings, userId, caller, request, admitAsking, feed, outcomes } = await setUp();
+    (await admitAsking()).handOver();
+    feed.change('auth:key:someone-else\nauth:user:v2:someone-else');
+    expect(outcomes).toEqual([]);
+    feed.change(`auth:session:x\nauth:user:v2:${userId}`);
+    expect(outcomes).toEqual(['given_back']);
+    expect(holdings.take(caller, request())).toBeNull();
+  });
+
+  it('gives back everything it holds when the subscription breaks', async () => {
+    const { holdings, caller, request, admitAsking, feed, outcomes } = await setUp();
+    (await admitAsking()).handOver();
+    feed.change(null);
+    expect(outcomes).toEqual(['given_back']);
+    expect(holdings.take(caller, request())).toBeNull();
+  });
+
+  it('gives back, instead of using, one charged in another minute’s quota window or past its lifetime', async () => {
+    const { holdings, caller, request, admitAsking, outcomes } = await setUp();
+    (await admitAsking()).handOver();
+    expect(holdings.take(caller, request(Date.now() + minuteMs))).toBeNull();
+    expect(outcomes).toEqual(['given_back']);
+  });
+
+  it('charges the next one in the background after one is used, alone, and holds it', async () => {
+    const { holdings, caller, request, admitAsking, remaining } = await setUp();
+    (await admitAsking()).handOver();
+    const used = holdings.take(caller, request());
+    expect(used).not.toBeNull();
+    const before = await remaining();
+    holdings.prepayNext(caller, request());
+    await expect.poll(remaining).toEqual({ requests: (before.requests ?? 0) - 1, tokens: (before.tokens ?? 0) + 20 });
+    await expect.poll(() => holdings.take(caller, request()) !== null).toBe(true);
+  });
+
+  it('gives back what it holds when it closes', async () => {
+    const { holdings, admitAsking, remaining, outcomes } = await setUp();
+    const { handOver } = await admitAsking();
+    const charged = await remaining();
+    handOver();
+    await holdings.close();
+    expect(outcomes).toEqual(['given_back']);
+    expect(await remaining()).toEqual({ requests: (charged.requests ?? 0) + 1, tokens: (charged.tokens ?? 0) - 20 });
+  });
+});
