@@ -11,8 +11,9 @@
 // admission here (given back), and one is used only while the feed is current: a change announced
 // before the request came is then known to have reached this instance.
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { AdmissionRequest, AdmissionResult, AdmissionStanding, Settlement, StoredValuesPrecondition } from '../platform/admission.js';
-import { quotaBucket } from '../platform/admission.js';
+import { emissionInterval, quotaBucket } from '../platform/admission.js';
 import { BoundedMap } from '../platform/bounded-map.js';
 import type { ChangeFeed } from '../platform/change-feed.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
@@ -22,11 +23,12 @@ export interface PrepaidAdmission {
   reserveTokens: number;
   /** Where each limit stood after the prepaid charge: the headers of the request that uses it. */
   standing: AdmissionStanding;
-  rateKeys: string[];
+  /** Each rate it charged: when its charge wears off (at the latest) and the limit's emission interval. */
+  rates: Array<{ key: string; grantTat: number; interval: number }>;
   concurrencyKey: string;
   /** The store entries the caller's credential was judged on: a change of any of them voids it. */
   judgedOn: string[];
-  /** Date.now() after which it is given back unused. */
+  /** performance.now() after which it is given back unused (a monotonic clock: it must not outlive its 60 s lease). */
   expiresAt: number;
 }
 
@@ -34,28 +36,39 @@ export interface PrepaidAdmission {
 export const prepaidLifetimeMs = 5_000;
 /** Callers whose last request time this instance remembers (to prepay only for a caller who came back). */
 const rememberedCallers = 10_000;
+/** A give-back that failed (Redis unreachable) is tried again once, after ioredis's longest reconnection wait. */
+const giveBackRetryMs = 2_500;
 
 /** What identifies a caller's prepaid admission: the user, the client's IP bucket, and the credential state it was granted under. */
 export function prepaidCallerKey(userId: string, ipBucket: string, precondition: StoredValuesPrecondition): string {
   return `${userId}\n${ipBucket}\n${precondition.keys.join('\n')}\n${precondition.values.join('\n')}`;
 }
 
-/** The settlement that undoes a prepaid charge, if its lease is still held (so it is applied once). */
-function giveBackSettlement(charge: { leaseId: string; concurrencyKey: string; rateKeys: string[]; quotas: Array<{ bucketKey: string; resetMs: number; reserve: number }> }): Settlement {
+/**
+ * The settlement that undoes a prepaid charge, if its lease is still held (so it is applied once).
+ * Rates step back only by what has not worn off yet (`rates` empty: none, when that is unknown).
+ */
+function giveBackSettlement(charge: {
+  leaseId: string;
+  concurrencyKey: string;
+  rates: PrepaidAdmission['rates'];
+  quotas: Array<{ bucketKey: string; resetMs: number; reserve: number }>;
+}): Settlement {
   return {
     quotas: charge.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: -quota.reserve, ttlMs: quota.resetMs + 60_000 })),
     release: { key: charge.concurrencyKey, leaseId: charge.leaseId },
-    rewind: charge.rateKeys,
+    rewind: { now: Date.now(), rates: charge.rates },
     onlyIfLeased: true,
   };
 }
 
-/** The give-back of a prepaid charge asked for in `request`, whether or not Redis granted it (it applies only if it did). */
+/** The give-back of a prepaid charge asked for in `request` whose answer never came: it applies only if Redis granted it. */
 function giveBackAsked(request: AdmissionRequest, leaseId: string): Settlement {
   return giveBackSettlement({
     leaseId,
     concurrencyKey: request.concurrency?.key ?? '',
-    rateKeys: request.rates.map((rate) => rate.key),
+    // Where the charge ended is unknown: its rates are left to wear off (never handing out more).
+    rates: [],
     quotas: request.quotas.map((quota) => ({ ...quotaBucket(quota, request.now), reserve: quota.reserve })),
   });
 }
@@ -71,9 +84,13 @@ export function createPrepaidAdmissions(options: {
   /** Callers with a prepaid charge asked for and not yet answered, and the feed's epoch when it was asked. */
   const asked = new Map<string, number>();
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
+  let closed = false;
 
+  /** Sends a give-back; one that fails is tried once more (it applies once: only while its lease is held). */
   function giveBack(settlement: Settlement): Promise<void> {
-    return store.settle(settlement).catch(options.onGiveBackFailed);
+    return store.settle(settlement).catch(() => {
+      setTimeout(() => void store.settle(settlement).catch(options.onGiveBackFailed), giveBackRetryMs).unref();
+    });
   }
 
   function giveBackHeld(prepaid: PrepaidAdmission): Promise<void> {
@@ -87,10 +104,10 @@ export function createPrepaidAdmissions(options: {
   }
 
   /** Gives back what is held for credentials judged on any of `entries` (every one, for null). */
-  async function giveBackJudgedOn(entries: string[] | null): Promise<void> {
+  async function giveBackJudgedOn(entries: ReadonlySet<string> | null): Promise<void> {
     const voided: PrepaidAdmission[] = [];
     for (const [caller, prepaid] of held) {
-      if (entries !== null && !prepaid.judgedOn.some((entry) => entries.includes(entry))) continue;
+      if (entries !== null && !prepaid.judgedOn.some((entry) => entries.has(entry))) continue;
       held.delete(caller);
       voided.push(prepaid);
     }
@@ -98,10 +115,10 @@ export function createPrepaidAdmissions(options: {
   }
 
   // A change names the entries it touched (access-state's publishChange); a break may have hidden any.
-  feed.onChange((message) => void giveBackJudgedOn(message === null ? null : message.split('\n')));
+  feed.onChange((message) => void giveBackJudgedOn(message === null ? null : new Set(message.split('\n'))));
 
   const sweeper = setInterval(() => {
-    const now = Date.now();
+    const now = performance.now();
     for (const [caller, prepaid] of held) {
       if (prepaid.expiresAt > now) continue;
       held.delete(caller);
@@ -114,42 +131,45 @@ export function createPrepaidAdmissions(options: {
   function answered(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
     const epochAsked = asked.get(caller);
     asked.delete(caller);
-    const prepaid = result?.prepaid ?? null;
-    if (prepaid === null) return;
-    if (epochAsked !== feed.epoch() || held.has(caller) || request.concurrency === null) {
-      options.counted('given_back');
-      void giveBack(giveBackAsked(request, request.prepay.leaseId));
-      return;
-    }
-    held.set(caller, {
+    const standing = result?.prepaid ?? null;
+    if (standing === null) return;
+    const prepaid: PrepaidAdmission = {
       leaseId: request.prepay.leaseId,
       reserveTokens: request.quotas[0]?.reserve ?? 0,
-      standing: prepaid,
-      rateKeys: request.rates.map((rate) => rate.key),
-      concurrencyKey: request.concurrency.key,
+      standing,
+      // The script reports ceil(tat − now): one ms less is never later than the charge's real end.
+      rates: request.rates.map((rate, index) => ({ key: rate.key, grantTat: request.now + (standing.rates[index]?.resetMs ?? 0) - 1, interval: emissionInterval(rate) })),
+      concurrencyKey: request.concurrency?.key ?? '',
       judgedOn: request.precondition?.keys ?? [],
-      expiresAt: Date.now() + prepaidLifetimeMs,
-    });
+      expiresAt: performance.now() + prepaidLifetimeMs,
+    };
+    if (closed || epochAsked !== feed.epoch() || held.has(caller) || request.concurrency === null) {
+      void giveBackHeld(prepaid);
+      return;
+    }
+    held.set(caller, prepaid);
   }
 
   return {
     /**
      * The caller's prepaid admission, for a request with the limits in `request`; null when there is
-     * none this instance may use now (one in another minute's or day's quota window is given back).
+     * none this instance may use now. One charged in another minute's or day's quota window, or for a
+     * smaller reservation than this request's, is given back: the quota must count what this one may use.
      */
     take(caller: string, request: AdmissionRequest): PrepaidAdmission | null {
       const prepaid = held.get(caller);
       if (prepaid === undefined || !feed.isCurrent()) return null;
       held.delete(caller);
-      const sameWindows = request.quotas.every((quota, index) => quotaBucket(quota, request.now).bucketKey === prepaid.standing.quotas[index]?.bucketKey);
-      if (prepaid.expiresAt <= request.now || !sameWindows) {
+      const fits = request.quotas.every(
+        (quota, index) => quotaBucket(quota, request.now).bucketKey === prepaid.standing.quotas[index]?.bucketKey && quota.reserve <= prepaid.reserveTokens,
+      );
+      if (prepaid.expiresAt <= performance.now() || !fits) {
         void giveBackHeld(prepaid);
         return null;
       }
       options.counted('used');
       return prepaid;
     },
-
     /**
      * The prepay to ask for with this caller's admission, or null: only while the feed is current,
      * for a caller seen within a prepaid admission's lifetime, and one at a time per caller.
@@ -159,7 +179,7 @@ export function createPrepaidAdmissions(options: {
       lastSeen.delete(caller);
       lastSeen.set(caller, now);
       if (previous === undefined || now - previous > prepaidLifetimeMs) return null;
-      if (held.has(caller) || asked.has(caller) || !feed.isCurrent()) return null;
+      if (closed || held.has(caller) || asked.has(caller) || !feed.isCurrent()) return null;
       asked.set(caller, feed.epoch());
       return { leaseId: randomUUID(), alone: false };
     },
@@ -178,7 +198,7 @@ export function createPrepaidAdmissions(options: {
 
     /** After a prepaid admission was used: asks Redis, in the background, to charge the caller's next request. */
     prepayNext(caller: string, request: AdmissionRequest): void {
-      if (held.has(caller) || asked.has(caller) || !feed.isCurrent()) return;
+      if (closed || held.has(caller) || asked.has(caller) || !feed.isCurrent()) return;
       asked.set(caller, feed.epoch());
       const prepayRequest = { ...request, prepay: { leaseId: randomUUID(), alone: true } };
       store.admit(prepayRequest).then(
@@ -190,8 +210,9 @@ export function createPrepaidAdmissions(options: {
       );
     },
 
-    /** Gives back every prepaid admission held here (at shutdown). */
+    /** Gives back every prepaid admission held here, and any answered from now on (at shutdown). */
     async close(): Promise<void> {
+      closed = true;
       clearInterval(sweeper);
       await giveBackJudgedOn(null);
     },

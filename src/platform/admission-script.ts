@@ -142,8 +142,8 @@ end
 /**
  * KEYS: quota buckets, then the concurrency key (when a lease is named), then rate keys to rewind;
  * ARGV: quota count, deltas…, lease id or '', then '1' when it applies only while that lease is
- * held (the admission it settles ran and granted), then the count of rate keys to step back by one
- * emission (a prepaid admission given back).
+ * held (the admission it settles ran and granted), then the count of rate keys to step back (a
+ * prepaid admission given back), the time now, and per key the charge's end and its interval.
  */
 const settleOne = `
 local function settle_one(KEYS, ARGV)
@@ -157,12 +157,17 @@ local function settle_one(KEYS, ARGV)
   end
   if lease ~= '' then redis.call('ZREM', KEYS[count + 1], lease) end
   local first_rewind = count + (lease ~= '' and 1 or 0)
+  local now = tonumber(ARGV[count + 5] or '0')
   for i = 1, tonumber(ARGV[count + 4] or '0') do
+    local grant_tat = tonumber(ARGV[count + 4 + i * 2]); local grant_interval = tonumber(ARGV[count + 5 + i * 2])
     local stored = redis.call('GET', KEYS[first_rewind + i])
-    if stored then
+    if stored and grant_tat > now then
       local tat, interval = string.match(stored, '^(%S+) (%S+)$')
       tat = tonumber(tat); interval = tonumber(interval)
-      if tat and interval then redis.call('SET', KEYS[first_rewind + i], string.format('%.17g %.17g', tat - interval, interval), 'KEEPTTL') end
+      -- Only the part of the prepaid charge not yet worn off, and only under the limit it was charged at.
+      if tat and interval and interval == grant_interval then
+        redis.call('SET', KEYS[first_rewind + i], string.format('%.17g %.17g', math.max(now, tat - math.min(interval, grant_tat - now)), interval), 'KEEPTTL')
+      end
     end
   end
   return 1
@@ -234,8 +239,8 @@ export function admissionScriptArguments(request: AdmissionRequest, prefix: stri
 export function settlementScriptArguments(settlement: Settlement, prefix: string): { keys: string[]; args: Array<string | number> } | null {
   const keys = settlement.quotas.map((quota) => prefix + quota.bucketKey);
   if (settlement.release !== null) keys.push(prefix + settlement.release.key);
-  const rewind = settlement.rewind ?? [];
-  for (const key of rewind) keys.push(prefix + key);
+  const rewind = settlement.rewind?.rates ?? [];
+  for (const rate of rewind) keys.push(prefix + rate.key);
   if (keys.length === 0) return null;
   // INCRBY takes integers only: a delta that is not one would fail this settlement in Redis.
   return {
@@ -246,6 +251,8 @@ export function settlementScriptArguments(settlement: Settlement, prefix: string
       settlement.release?.leaseId ?? '',
       settlement.onlyIfLeased === true ? '1' : '',
       rewind.length,
+      settlement.rewind?.now ?? 0,
+      ...rewind.flatMap((rate) => [rate.grantTat, rate.interval]),
     ],
   };
 }

@@ -94,8 +94,11 @@ export interface Settlement {
   /** Token counters to correct: the reservation replaced by the real usage. */
   quotas: Array<{ bucketKey: string; delta: number; ttlMs: number }>;
   release: { key: string; leaseId: string } | null;
-  /** Rate keys to step back by one emission: a prepaid admission given back unused. */
-  rewind?: string[];
+  /**
+   * A prepaid admission given back unused: each rate it charged steps back by the part of its charge
+   * not yet worn off at `now` (the charge ended at `grantTat`), under the limit it was charged at.
+   */
+  rewind?: { now: number; rates: Array<{ key: string; grantTat: number; interval: number }> };
   /**
    * Apply it only if the lease is still held — that is, only if the admission it settles ran and
    * granted. For an admission whose answer was lost: sent after it, it finds out which it was.
@@ -230,9 +233,11 @@ export function settleInMemory(state: AdmissionState, settlement: Settlement, no
     counter.value = Math.max(0, counter.value + quota.delta);
   }
   if (settlement.release !== null) state.leases.get(settlement.release.key)?.delete(settlement.release.leaseId);
-  for (const key of settlement.rewind ?? []) {
-    const stored = state.rateTat.get(key);
-    if (stored !== undefined) stored.tat -= stored.interval;
+  const rewind = settlement.rewind;
+  for (const rate of rewind?.rates ?? []) {
+    const stored = state.rateTat.get(rate.key);
+    if (rewind === undefined || stored === undefined || stored.interval !== rate.interval || rate.grantTat <= rewind.now) continue;
+    stored.tat = Math.max(rewind.now, stored.tat - Math.min(rate.interval, rate.grantTat - rewind.now));
   }
 }
 

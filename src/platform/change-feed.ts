@@ -14,8 +14,11 @@ export const accessChanges = { channel: 'access:changes', trustWindowMs: 200, co
 /** Publishes a change and waits out the trust window: on return, no instance holds state from before it as current. */
 export async function announceChange(store: KeyValueStore, feed: { channel: string; trustWindowMs: number }, message: string): Promise<void> {
   await store.publish(feed.channel, message);
-  await delay(feed.trustWindowMs);
+  // A timer may fire up to a millisecond early (libuv counts whole milliseconds): a margin on top.
+  await delay(feed.trustWindowMs + announceMarginMs);
 }
+
+const announceMarginMs = 5;
 
 export interface ChangeFeed {
   /** True while this instance has provably seen every change announced more than the trust window ago. */

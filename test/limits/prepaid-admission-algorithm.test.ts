@@ -109,7 +109,7 @@ describe.each(storeKinds)('prepaid admissions on the %s store', (kind) => {
     const giveBack = {
       quotas: (granted.prepaid?.quotas ?? []).map((entry) => ({ bucketKey: entry.bucketKey, delta: -30, ttlMs: entry.resetMs + 60_000 })),
       release: { key: concurrency('').key, leaseId: 'given-back' },
-      rewind: [rate.key],
+      rewind: { now, rates: [{ key: rate.key, grantTat: now + (granted.prepaid?.rates[0]?.resetMs ?? 0) - 1, interval: minuteMs / 100 }] },
       onlyIfLeased: true,
     };
     await store.settle(giveBack);
@@ -119,6 +119,34 @@ describe.each(storeKinds)('prepaid admissions on the %s store', (kind) => {
     // Its slot is free again: with one request holding a lease, three more fit under the cap of 4.
     for (let index = 0; index < 3; index += 1) expect((await store.admit(admission(now, 1))).allowed).toBe(true);
     expect((await store.admit(admission(now, 1))).failure?.kind).toBe('concurrency');
+  });
+
+  it('steps a rate back only by the part of a prepaid charge not yet worn off: given back late, it hands out nothing', async () => {
+    const now = minuteStart(1000);
+    const intervalMs = minuteMs / 10;
+    const { admission, rate, concurrency } = caller({ requests: 10, tokens: 10_000, concurrent: 100 });
+    const granted = await store.admit(admission(now, 1, { leaseId: 'worn-off', alone: false }));
+    const grantTat = now + (granted.prepaid?.rates[0]?.resetMs ?? 0) - 1;
+    // Two emissions later both charges have worn off; the caller then spends the whole burst.
+    const later = now + 2 * intervalMs + 1;
+    for (let index = 0; index < 10; index += 1) expect((await store.admit(admission(later, 1))).allowed, `request ${index}`).toBe(true);
+    expect((await store.admit(admission(later, 1))).failure?.kind).toBe('rate');
+    await store.settle({ quotas: [], release: { key: concurrency('').key, leaseId: 'worn-off' }, rewind: { now: later, rates: [{ key: rate.key, grantTat, interval: intervalMs }] }, onlyIfLeased: true });
+    expect((await store.admit(admission(later, 1))).failure?.kind).toBe('rate');
+  });
+
+  it('steps a rate back by nothing under a limit changed since the charge', async () => {
+    const now = minuteStart(1000);
+    const { admission, rate, concurrency, standing } = caller({ requests: 100, tokens: 10_000, concurrent: 100 });
+    const granted = await store.admit(admission(now, 1, { leaseId: 'old-limit', alone: true }));
+    const before = await standing(now);
+    await store.settle({
+      quotas: [],
+      release: { key: concurrency('').key, leaseId: 'old-limit' },
+      rewind: { now, rates: [{ key: rate.key, grantTat: now + (granted.prepaid?.rates[0]?.resetMs ?? 0) - 1, interval: minuteMs / 50 }] },
+      onlyIfLeased: true,
+    });
+    expect(await standing(now)).toEqual(before);
   });
 
   it('charges nothing, prepaid or not, for a request that is refused', async () => {

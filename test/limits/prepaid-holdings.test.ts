@@ -146,6 +146,15 @@ describe('prepaid admissions held by an instance', () => {
     expect(outcomes).toEqual(['given_back']);
   });
 
+  it('gives back, instead of using, one charged with a smaller reservation than the request’s: the quota must count what it may use', async () => {
+    const { holdings, caller, request, admitAsking, outcomes } = await setUp();
+    (await admitAsking()).handOver();
+    const larger = request();
+    larger.quotas = larger.quotas.map((quota) => ({ ...quota, reserve: quota.reserve + 1 }));
+    expect(holdings.take(caller, larger)).toBeNull();
+    expect(outcomes).toEqual(['given_back']);
+  });
+
   it('charges the next one in the background after one is used, alone, and holds it', async () => {
     const { holdings, caller, request, admitAsking, remaining } = await setUp();
     (await admitAsking()).handOver();
