@@ -69,6 +69,15 @@ export function createLimitsService(dependencies: {
     labelNames: ['outcome'],
     registers,
   });
+  const changeFeed = dependencies.changeFeed ?? null;
+  new Gauge({
+    name: 'rate_limit_prepaid_feed_current',
+    help: '1 while this instance may admit callers on prepaid admissions: its change feed has proved, within the trust window, that it has heard every change (0 with Redis unreachable or prepaid admissions off).',
+    registers,
+    collect() {
+      this.set(store.kind === 'redis' && changeFeed?.isCurrent() === true ? 1 : 0);
+    },
+  });
   const prepaid =
     store.kind === 'redis' && dependencies.changeFeed != null
       ? createPrepaidAdmissions({ store, feed: dependencies.changeFeed, onGiveBackFailed: giveBackFailed, counted: (outcome) => prepaidAdmissions.inc({ outcome }) })
@@ -257,9 +266,9 @@ export function createLimitsService(dependencies: {
           onlyIfLeased,
         });
       // A late answer that admitted is settled like the real one, so Redis counts the tokens actually
-      // used and holds no slot for a generation that is over (a prepaid charge it made was given back
-      // at once, below). Refused on this instance's memory, it was given back at once already (see below): then this
-      // applies only if that did not (its lease still held).
+      // used and holds no slot for a generation that is over. What it granted was given back at once
+      // below when this instance refused (and a prepaid charge always): then this applies only if that
+      // give-back did not (its lease still held).
       let givenBackAtOnce = false;
       const onLate = async (late: AdmissionResult) => {
         if (late.allowed) whenFinished((used) => settleOn(store, late.quotas, used, givenBackAtOnce));

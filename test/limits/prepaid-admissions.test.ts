@@ -99,6 +99,7 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     expect(watch.onPath()).toBe(3);
     expect(watch.alone()).toBe(3);
     expect(await metricValue(first.app, 'rate_limit_prepaid_admissions_total', { outcome: 'used' })).toBe(usedBefore + 3);
+    expect(await metricValue(first.app, 'rate_limit_prepaid_feed_current')).toBe(1);
     // One more is charged in advance while it is held; given back (the key revoked), exactly the six count.
     expect(await requestsLeft(caller)).toBe(LIMIT - 7);
     await revokeKey(first.app, caller);
