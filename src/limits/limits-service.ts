@@ -37,6 +37,13 @@ function oncePerInterval(log: (error: unknown) => void): (error: unknown) => voi
   };
 }
 
+/** What an admission charged: its lease, its token reservation, and the quota buckets it went into. */
+interface Grant {
+  leaseId: string;
+  reserveTokens: number;
+  standing: Pick<AdmissionStanding, 'quotas'>;
+}
+
 export interface Admission {
   headers: Record<string, string>;
   /** Settles the token reservation with the real usage (null: nothing was generated) and frees the slot. Idempotent. */
@@ -75,12 +82,12 @@ export function createLimitsService(dependencies: {
     help: '1 while this instance may admit callers on prepaid admissions: its change feed has proved, within the trust window, that it has heard every change (0 with Redis unreachable or prepaid admissions off).',
     registers,
     collect() {
-      this.set(store.kind === 'redis' && changeFeed?.isCurrent() === true ? 1 : 0);
+      this.set(prepaid !== null && changeFeed?.isCurrent() === true ? 1 : 0);
     },
   });
   const prepaid =
-    store.kind === 'redis' && dependencies.changeFeed != null
-      ? createPrepaidAdmissions({ store, feed: dependencies.changeFeed, onGiveBackFailed: giveBackFailed, counted: (outcome) => prepaidAdmissions.inc({ outcome }) })
+    store.kind === 'redis' && changeFeed !== null
+      ? createPrepaidAdmissions({ store, feed: changeFeed, onGiveBackFailed: giveBackFailed, counted: (outcome) => prepaidAdmissions.inc({ outcome }) })
       : null;
   /** Set while Redis misses the timeout: a precondition cannot hold on the fallback, so none is tried. */
   let storeDegraded = false;
@@ -213,13 +220,17 @@ export function createLimitsService(dependencies: {
         const settle: ((used: number) => Promise<void>) | null = settleInRedis;
         if (settle !== null) await settle(used).catch(giveBackFailed);
       };
+      /** Replaces a grant's reservation with the real usage and frees its slot (only while its lease is held, with onlyIfLeased). */
+      const settleOn = (where: KeyValueStore, grant: Grant, used: number, onlyIfLeased = false) =>
+        where.settle({
+          quotas: grant.standing.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - grant.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
+          release: { key: concurrency.key, leaseId: grant.leaseId },
+          onlyIfLeased,
+        });
+      /** This request's own admission, as Redis or this instance's memory charged it. */
+      const ownGrant = (standing: Pick<AdmissionStanding, 'quotas'>): Grant => ({ leaseId, reserveTokens: input.reserveTokens, standing });
       /** The admission granted on `target`: headers from where the limits stand, a kept-alive lease, and its settlement. */
-      const admitted = (target: KeyValueStore, grant: { leaseId: string; reserveTokens: number; standing: AdmissionStanding }): Admission => {
-        const settle = (used: number) =>
-          target.settle({
-            quotas: grant.standing.quotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - grant.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
-            release: { key: concurrency.key, leaseId: grant.leaseId },
-          });
+      const admitted = (target: KeyValueStore, grant: Grant & { standing: AdmissionStanding }): Admission => {
         // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs. Decided on
         // this instance's memory, it also keeps alive the lease Redis granted late or may have granted
         // unanswered, so it is still there to settle when the stream ends (a renewal touches only a
@@ -239,7 +250,7 @@ export function createLimitsService(dependencies: {
             clearInterval(renewal);
             const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
             try {
-              await settle(used);
+              await settleOn(target, grant, used);
             } catch (error) {
               logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
             }
@@ -259,25 +270,19 @@ export function createLimitsService(dependencies: {
         request.prepay = prepaid.prepayFor(caller, request.now);
       }
 
-      const settleOn = (where: KeyValueStore, admittedQuotas: Array<{ bucketKey: string; resetMs: number }>, used: number, onlyIfLeased = false) =>
-        where.settle({
-          quotas: admittedQuotas.map((quota) => ({ bucketKey: quota.bucketKey, delta: used - input.reserveTokens, ttlMs: quota.resetMs + 60_000 })),
-          release: { key: concurrency.key, leaseId },
-          onlyIfLeased,
-        });
       // A late answer that admitted is settled like the real one, so Redis counts the tokens actually
       // used and holds no slot for a generation that is over. What it granted was given back at once
       // below when this instance refused (and a prepaid charge always): then this applies only if that
       // give-back did not (its lease still held).
       let givenBackAtOnce = false;
       const onLate = async (late: AdmissionResult) => {
-        if (late.allowed) whenFinished((used) => settleOn(store, late.quotas, used, givenBackAtOnce));
+        if (late.allowed) whenFinished((used) => settleOn(store, ownGrant(late), used, givenBackAtOnce));
       };
       // No answer at all: whether Redis admitted is unknown, so the settlement applies only if it did
       // (its lease is there). After a timeout it goes on the same connection as the check, so Redis
       // runs it after the check. Lost to a broken connection, it fails at once too (nothing is queued
       // while ioredis reconnects) and is tried once more after the reconnection's longest wait.
-      const settleIfGranted = (used: number) => settleOn(store, quotas.map((quota) => quotaBucket(quota, request.now)), used, true);
+      const settleIfGranted = (used: number) => settleOn(store, ownGrant({ quotas: quotas.map((quota) => ({ used: 0, ...quotaBucket(quota, request.now) })) }), used, true);
       const onLost = () => {
         prepaid?.giveBackUnanswered(request);
         whenFinished((used) =>
@@ -325,7 +330,7 @@ export function createLimitsService(dependencies: {
         const headers = limitHeaders({ limits, rates: rateStandings, quotas: quotaStandings, quotaLimits });
         refuse(result, { rate: ['user_requests', 'ip_requests'], quota: quotaNames }, headers);
       }
-      return admitted(target, { leaseId, reserveTokens: input.reserveTokens, standing: result });
+      return admitted(target, { ...ownGrant(result), standing: result });
     },
 
     /** The stricter per-IP limit on login, register and refresh; returns the headers for the answer. */

@@ -128,7 +128,7 @@ export function createPrepaidAdmissions(options: {
   sweeper.unref();
 
   /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back. */
-  function answered(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
+  function keepOrGiveBack(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
     const epochAsked = asked.get(caller);
     asked.delete(caller);
     const standing = result?.prepaid ?? null;
@@ -148,6 +148,13 @@ export function createPrepaidAdmissions(options: {
       return;
     }
     held.set(caller, prepaid);
+  }
+
+  /** Marks a prepay ask for the caller, unless one is held or asked for already, or the feed is not current. */
+  function startAsking(caller: string): boolean {
+    if (closed || held.has(caller) || asked.has(caller) || !feed.isCurrent()) return false;
+    asked.set(caller, feed.epoch());
+    return true;
   }
 
   return {
@@ -178,9 +185,7 @@ export function createPrepaidAdmissions(options: {
       const previous = lastSeen.get(caller);
       lastSeen.delete(caller);
       lastSeen.set(caller, now);
-      if (previous === undefined || now - previous > prepaidLifetimeMs) return null;
-      if (closed || held.has(caller) || asked.has(caller) || !feed.isCurrent()) return null;
-      asked.set(caller, feed.epoch());
+      if (previous === undefined || now - previous > prepaidLifetimeMs || !startAsking(caller)) return null;
       return { leaseId: randomUUID(), alone: false };
     },
 
@@ -188,7 +193,7 @@ export function createPrepaidAdmissions(options: {
     answered(caller: string, request: AdmissionRequest, result: AdmissionResult | null): void {
       const prepay = request.prepay;
       if (prepay == null) return;
-      answered(caller, { ...request, prepay }, result);
+      keepOrGiveBack(caller, { ...request, prepay }, result);
     },
 
     /** Gives back what Redis may have granted to a prepay whose answer was given up on or lost. */
@@ -198,11 +203,10 @@ export function createPrepaidAdmissions(options: {
 
     /** After a prepaid admission was used: asks Redis, in the background, to charge the caller's next request. */
     prepayNext(caller: string, request: AdmissionRequest): void {
-      if (closed || held.has(caller) || asked.has(caller) || !feed.isCurrent()) return;
-      asked.set(caller, feed.epoch());
+      if (!startAsking(caller)) return;
       const prepayRequest = { ...request, prepay: { leaseId: randomUUID(), alone: true } };
       store.admit(prepayRequest).then(
-        (result) => answered(caller, prepayRequest, result),
+        (result) => keepOrGiveBack(caller, prepayRequest, result),
         () => {
           asked.delete(caller);
           void giveBack(giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));

@@ -166,9 +166,10 @@ export function admitInMemory(state: AdmissionState, request: AdmissionRequest):
     tats.push(tat);
   }
 
+  const buckets = request.quotas.map((check) => quotaBucket(check, now));
   const used: number[] = [];
   for (const [index, check] of request.quotas.entries()) {
-    const { bucketKey, resetMs } = quotaBucket(check, now);
+    const { bucketKey, resetMs } = buckets[index]!;
     const counter = state.counters.get(bucketKey);
     const value = counter !== undefined && counter.expiresAt > now ? counter.value : 0;
     if (charged && value >= check.limit) return { allowed: false, failure: { kind: 'quota', index, retryAfterMs: resetMs }, rates: [], quotas: [] };
@@ -184,7 +185,8 @@ export function admitInMemory(state: AdmissionState, request: AdmissionRequest):
       return { allowed: false, failure: { kind: 'concurrency', index: 0, retryAfterMs: Math.max(1000, soonest - now) }, rates: [], quotas: [] };
     }
   }
-  const quotas: AdmissionResult['quotas'] = request.quotas.map((check, index) => ({ used: used[index] ?? 0, ...quotaBucket(check, now) }));
+  const quotaStanding = (): AdmissionResult['quotas'] => buckets.map((bucket, index) => ({ used: used[index] ?? 0, ...bucket }));
+  const quotas = quotaStanding();
 
   const concurrency = request.concurrency;
   const leasesInUse = (leases?.size ?? 0) + (charged ? 1 : 0);
@@ -202,7 +204,7 @@ export function admitInMemory(state: AdmissionState, request: AdmissionRequest):
     for (const [index, check] of request.quotas.entries()) used[index] = (used[index] ?? 0) + check.reserve;
     prepaid = {
       rates: request.rates.map((check, index) => rateStanding(check, tats[index] ?? now, now)),
-      quotas: request.quotas.map((check, index) => ({ used: used[index] ?? 0, ...quotaBucket(check, now) })),
+      quotas: quotaStanding(),
     };
   }
   if (concurrency !== null && leases !== null) {
@@ -213,10 +215,7 @@ export function admitInMemory(state: AdmissionState, request: AdmissionRequest):
   for (const [index, check] of request.rates.entries()) {
     state.rateTat.set(check.key, { tat: tats[index] ?? now, interval: emissionInterval(check), expiresAt: now + check.windowMs });
   }
-  for (const [index, check] of request.quotas.entries()) {
-    const { bucketKey, resetMs } = quotaBucket(check, now);
-    state.counters.set(bucketKey, { value: used[index] ?? 0, expiresAt: now + resetMs + 60_000 });
-  }
+  for (const [index, { bucketKey, resetMs }] of buckets.entries()) state.counters.set(bucketKey, { value: used[index] ?? 0, expiresAt: now + resetMs + 60_000 });
   if (!charged) return { allowed: true, failure: null, rates: [], quotas: [], prepaid };
   return { allowed: true, failure: null, rates, quotas, ...(prepay === null ? {} : { prepaid }) };
 }
@@ -233,11 +232,11 @@ export function settleInMemory(state: AdmissionState, settlement: Settlement, no
     counter.value = Math.max(0, counter.value + quota.delta);
   }
   if (settlement.release !== null) state.leases.get(settlement.release.key)?.delete(settlement.release.leaseId);
-  const rewind = settlement.rewind;
-  for (const rate of rewind?.rates ?? []) {
+  const { now: givenBackAt, rates } = settlement.rewind ?? { now: 0, rates: [] };
+  for (const rate of rates) {
     const stored = state.rateTat.get(rate.key);
-    if (rewind === undefined || stored === undefined || stored.interval !== rate.interval || rate.grantTat <= rewind.now) continue;
-    stored.tat = Math.max(rewind.now, stored.tat - Math.min(rate.interval, rate.grantTat - rewind.now));
+    if (stored === undefined || stored.interval !== rate.interval || rate.grantTat <= givenBackAt) continue;
+    stored.tat = Math.max(givenBackAt, stored.tat - Math.min(rate.interval, rate.grantTat - givenBackAt));
   }
 }
 

@@ -27,8 +27,6 @@ export interface ChangeFeed {
   epoch(): number;
   /** Called with each change's message, and with null on every break (when any change may have been missed). */
   onChange(listener: (message: string | null) => void): void;
-  /** Publishes a change and waits out the trust window: on return, no instance holds state from before it as current. */
-  announce(message: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -80,7 +78,6 @@ export async function startChangeFeed(options: { store: KeyValueStore; channel: 
     onChange(listener) {
       listeners.push(listener);
     },
-    announce: (message) => announceChange(store, options, message),
     async close() {
       clearInterval(confirmer);
       confirmedSentAt = -Infinity;

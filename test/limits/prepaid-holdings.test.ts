@@ -18,7 +18,6 @@ function drivenFeed() {
     isCurrent: () => feed.current,
     epoch: () => epoch,
     onChange: (listener) => listeners.push(listener),
-    announce: () => Promise.resolve(),
     close: () => Promise.resolve(),
     change(message) {
       epoch += 1;
