@@ -9,7 +9,7 @@
 //   npm run bench:compare -- proxy before=/tmp/old/dist/src/main.js after
 //   npm run bench:compare -- --mode streams --streams 300 after after+LOG_LEVEL=warn
 // Modes: throughput (64 clients, closed loop: CPU per request and requests/s), one-client (one
-// request at a time, 2 ms apart: latency p50/p90/p99), streams (N streams of 100 tokens at 20 ms
+// request at a time, 2 ms apart or --gap MS, 0 for back to back: latency p50/p90/p99), streams (N streams of 100 tokens at 20 ms
 // started over 1 s: first token, gap p50/p99, CPU per relayed event).
 import { chatBody, closedLoop, percentile, target, timedRequest, timedStream, type Target } from './load.js';
 import { cpuMilliseconds, createBenchCredentials, startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
@@ -43,10 +43,11 @@ function noneMeasured(): Omit<Measured, 'variant' | 'target' | 'process'> {
 const chat = chatBody();
 const streamBody = chatBody({ max_tokens: 100, ignore_eos: true, stream: true });
 
-function parseArguments(argv: string[]): { mode: Mode; rounds: number; streams: number; variants: Variant[] } {
+function parseArguments(argv: string[]): { mode: Mode; rounds: number; streams: number; gapMs: number; variants: Variant[] } {
   let mode: Mode = 'throughput';
   let rounds = 8;
   let streams = 300;
+  let gapMs = 2;
   const variants: Variant[] = [];
   for (let index = 0; index < argv.length; index += 1) {
     const argument = argv[index] ?? '';
@@ -60,11 +61,13 @@ function parseArguments(argv: string[]): { mode: Mode; rounds: number; streams: 
       mode = chosen;
     } else if (argument === '--rounds') rounds = Number(value());
     else if (argument === '--streams') streams = Number(value());
+    else if (argument === '--gap') gapMs = Number(value());
     else variants.push(parseVariant(argument));
   }
   if (variants.length === 0) throw new Error('name at least one variant: proxy, NAME, or NAME=path/to/main.js');
   if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(streams) || streams < 1) throw new Error('--rounds and --streams take positive whole numbers');
-  return { mode, rounds, streams, variants };
+  if (!Number.isFinite(gapMs) || gapMs < 0) throw new Error('--gap takes milliseconds, 0 or more');
+  return { mode, rounds, streams, gapMs, variants };
 }
 
 function parseVariant(specification: string): Variant {
@@ -100,7 +103,7 @@ async function start(variant: Variant, upstreamUrl: string): Promise<{ target: T
 }
 
 /** One round of the chosen load against one variant, its CPU time read from /proc around it. */
-async function measureRound(measured: Measured, mode: Mode, streams: number): Promise<void> {
+async function measureRound(measured: Measured, mode: Mode, streams: number, gapMs: number): Promise<void> {
   const before = cpuMilliseconds(measured.process.pid);
   if (mode === 'throughput') {
     let requests = 0;
@@ -119,7 +122,8 @@ async function measureRound(measured: Measured, mode: Mode, streams: number): Pr
     while (performance.now() < deadline) {
       measured.latencies.push(await timedRequest(measured.target, '/v1/chat/completions', chat));
       measured.units += 1;
-      await new Promise((resolve) => setTimeout(resolve, 2));
+      // Back to back (--gap 0): the next request goes as soon as the answer is read.
+      if (gapMs > 0) await new Promise((resolve) => setTimeout(resolve, gapMs));
     }
   } else {
     const results = await Promise.all(
@@ -154,7 +158,7 @@ function report(measured: Measured, mode: Mode): string {
 }
 
 async function main(): Promise<void> {
-  const { mode, rounds, streams, variants } = parseArguments(process.argv.slice(2));
+  const { mode, rounds, streams, gapMs, variants } = parseArguments(process.argv.slice(2));
   const streaming = mode === 'streams';
   const simulator = await startSimulator({ port: 0, ttftMs: streaming ? 20 : 0, itlMs: streaming ? 20 : 0 });
   const all: Measured[] = [];
@@ -165,12 +169,12 @@ async function main(): Promise<void> {
     }
     // Warm-up: whichever process is measured first would otherwise pay for its JIT.
     for (const measured of all) {
-      await measureRound(measured, mode, Math.min(streams, 50));
+      await measureRound(measured, mode, Math.min(streams, 50), gapMs);
       Object.assign(measured, noneMeasured());
     }
     for (let round = 0; round < rounds; round += 1) {
       const order = round % 2 === 0 ? all : [...all].reverse();
-      for (const measured of order) await measureRound(measured, mode, streams);
+      for (const measured of order) await measureRound(measured, mode, streams, gapMs);
     }
     console.log(`${mode}, ${rounds} rounds interleaved${streaming ? `, ${streams} streams started over 1 s` : ''}:`);
     for (const measured of all) console.log(report(measured, mode));

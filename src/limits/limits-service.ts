@@ -37,6 +37,17 @@ function oncePerInterval(log: (error: unknown) => void): (error: unknown) => voi
   };
 }
 
+/** Whether `pending` settles within `timeoutMs`. */
+function settlesWithin(pending: Promise<void>, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    void pending.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
 /** What an admission charged: its lease, its token reservation, and the quota buckets it went into. */
 interface Grant {
   leaseId: string;
@@ -229,8 +240,14 @@ export function createLimitsService(dependencies: {
         });
       /** This request's own admission, as Redis or this instance's memory charged it. */
       const ownGrant = (standing: Pick<AdmissionStanding, 'quotas'>): Grant => ({ leaseId, reserveTokens: input.reserveTokens, standing });
-      /** The admission granted on `target`: headers from where the limits stand, a kept-alive lease, and its settlement. */
-      const admitted = (target: KeyValueStore, grant: Grant & { standing: AdmissionStanding }): Admission => {
+      // Who may be admitted on a prepaid admission: a caller whose credential this instance judged before.
+      const caller = prepaid !== null && request.precondition != null ? prepaidCallerKey(userId, clientBucket, request.precondition) : null;
+      /**
+       * The admission granted on `target`: headers from where the limits stand, a kept-alive lease, and
+       * its settlement — issued in the same turn as what the prepaid admissions ask of Redis when a
+       * request ends, so both go in one script call.
+       */
+      const admitted = (target: KeyValueStore, grant: Grant & { standing: AdmissionStanding }, usedPrepaid = false): Admission => {
         // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs. Decided on
         // this instance's memory, it also keeps alive the lease Redis granted late or may have granted
         // unanswered, so it is still there to settle when the stream ends (a renewal touches only a
@@ -250,7 +267,9 @@ export function createLimitsService(dependencies: {
             clearInterval(renewal);
             const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
             try {
-              await settleOn(target, grant, used);
+              const settling = settleOn(target, grant, used);
+              if (prepaid !== null && caller !== null) prepaid.ended(caller, { ...request, now: Date.now() }, usedPrepaid);
+              await settling;
             } catch (error) {
               logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
             }
@@ -259,14 +278,15 @@ export function createLimitsService(dependencies: {
         };
       };
 
-      // A caller coming back is admitted on the prepaid admission held for it, without asking Redis.
-      const caller = prepaid !== null && request.precondition != null ? prepaidCallerKey(userId, clientBucket, request.precondition) : null;
+      // A caller coming back is admitted on the prepaid admission held for it, without asking Redis;
+      // one whose charge is still on its way (asked when the caller's last request ended) is waited
+      // for, as long as Redis is given to answer. The request that uses it asks for the next one when
+      // it ends.
       if (prepaid !== null && caller !== null) {
-        const held = prepaid.take(caller, request);
-        if (held !== null) {
-          prepaid.prepayNext(caller, request);
-          return admitted(store, held);
-        }
+        let held = prepaid.take(caller, request);
+        const answering = held === null ? prepaid.claimAnswering(caller) : null;
+        if (answering !== null && (await settlesWithin(answering, config.storeTimeoutMs))) held = prepaid.take(caller, request);
+        if (held !== null) return admitted(store, held, true);
         request.prepay = prepaid.prepayFor(caller, request.now);
       }
 

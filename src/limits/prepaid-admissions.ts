@@ -2,9 +2,11 @@
 // no Redis round trip on the request's path. Each admission asks Redis to charge the caller's next
 // request too (the script grants it only far from every limit), and this instance holds that
 // prepaid admission for the caller's next request; the request that uses it asks for the next one
-// in the background. The limits stay exact: what is used was charged in Redis beforehand, and what
-// is not used within its lifetime is given back (a prepaid admission held here can make another
-// instance refuse one request early meanwhile; a refused request here uses it instead).
+// when it ends, in the same script call as its own settlement — so no Redis work runs while it is
+// served, and what is held does not age through a long stream. The limits stay exact: what is used
+// was charged in Redis beforehand, and what is not used within its lifetime is given back (a
+// prepaid admission held here can make another instance refuse one request early meanwhile; a
+// refused request here uses it instead).
 //
 // A prepaid admission stands for the caller's credential as it was when Redis charged it. Every
 // change of a credential or a user is announced on the change feed, which drops every prepaid
@@ -83,6 +85,8 @@ export function createPrepaidAdmissions(options: {
   const held = new Map<string, PrepaidAdmission>();
   /** Callers with a prepaid charge asked for and not yet answered, and the feed's epoch when it was asked. */
   const asked = new Map<string, number>();
+  /** Background asks on their way, by caller, until a request claims one to wait for: settled once its answer is handled. */
+  const answering = new Map<string, Promise<void>>();
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
   let closed = false;
 
@@ -157,6 +161,23 @@ export function createPrepaidAdmissions(options: {
     return true;
   }
 
+  /** Asks Redis to charge the caller's next request alone (the request that used one has ended). */
+  function prepayNext(caller: string, request: AdmissionRequest): void {
+    if (!startAsking(caller)) return;
+    const prepayRequest = { ...request, prepay: { leaseId: randomUUID(), alone: true } };
+    const handled = store.admit(prepayRequest).then(
+      (result) => keepOrGiveBack(caller, prepayRequest, result),
+      () => {
+        asked.delete(caller);
+        void giveBack(giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
+      },
+    );
+    answering.set(caller, handled);
+    void handled.finally(() => {
+      if (answering.get(caller) === handled) answering.delete(caller);
+    });
+  }
+
   return {
     /**
      * The caller's prepaid admission, for a request with the limits in `request`; null when there is
@@ -179,7 +200,8 @@ export function createPrepaidAdmissions(options: {
     },
     /**
      * The prepay to ask for with this caller's admission, or null: only while the feed is current,
-     * for a caller seen within a prepaid admission's lifetime, and one at a time per caller.
+     * for a caller whose last request started or ended within a prepaid admission's lifetime, and
+     * one at a time per caller.
      */
     prepayFor(caller: string, now: number): AdmissionRequest['prepay'] {
       const previous = lastSeen.get(caller);
@@ -201,17 +223,29 @@ export function createPrepaidAdmissions(options: {
       if (request.prepay != null) void giveBack(giveBackAsked(request, request.prepay.leaseId));
     },
 
-    /** After a prepaid admission was used: asks Redis, in the background, to charge the caller's next request. */
-    prepayNext(caller: string, request: AdmissionRequest): void {
-      if (!startAsking(caller)) return;
-      const prepayRequest = { ...request, prepay: { leaseId: randomUUID(), alone: true } };
-      store.admit(prepayRequest).then(
-        (result) => keepOrGiveBack(caller, prepayRequest, result),
-        () => {
-          asked.delete(caller);
-          void giveBack(giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
-        },
-      );
+    /**
+     * A caller's request ended (`request` as it was admitted, its `now` the end). The caller counts as
+     * coming back from now on, however long it ran (a stream); if it was admitted on a prepaid
+     * admission, the next one is asked for now, in the same turn as its settlement.
+     */
+    ended(caller: string, request: AdmissionRequest, usedPrepaid: boolean): void {
+      lastSeen.delete(caller);
+      lastSeen.set(caller, request.now);
+      if (usedPrepaid) prepayNext(caller, request);
+    },
+
+    prepayNext,
+
+    /**
+     * The caller's background ask still on its way, for a request that came before its answer (a
+     * caller sending back to back) to wait for instead of asking Redis itself. One request claims
+     * it: a busy caller's other requests ask Redis at once, as they would anyway.
+     */
+    claimAnswering(caller: string): Promise<void> | null {
+      const pending = answering.get(caller);
+      if (pending === undefined) return null;
+      answering.delete(caller);
+      return pending;
     },
 
     /** Gives back every prepaid admission held here, and any answered from now on (at shutdown). */

@@ -1,6 +1,6 @@
 // Prepaid admissions on two gateway instances sharing PostgreSQL and Redis: a caller coming back is
 // admitted from memory, on a request Redis charged with its previous one, and the next one is
-// charged in the background. The limits stay exact (what was charged and not used is given back,
+// charged when that request ends, with its settlement. The limits stay exact (what was charged and not used is given back,
 // a refused request uses what is held), and a revoked credential is refused on its very next
 // request on either instance, prepaid admission held or not.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -13,7 +13,7 @@ import { hasRealServices, testRedisUrl, uniqueName } from '../helpers/environmen
 import { SIM_CREATED } from '../helpers/listening-gateway.js';
 import { upstreamRequestsFor } from '../helpers/relay-fixtures.js';
 import { createTestApp, type TestApp } from '../helpers/test-app.js';
-import { APP_CHAT_JSON_PATH, eventually, expectOk, expectRefused, generate, metricValue, myUsage, newLimitsCaller, type LimitsCaller } from '../helpers/limits-fixtures.js';
+import { APP_CHAT_JSON_PATH, eventually, expectOk, expectRefused, generate, metricValue, myUsage, newLimitsCaller, sleep, type LimitsCaller } from '../helpers/limits-fixtures.js';
 
 const LIMIT = 40;
 
@@ -51,9 +51,22 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     await simulator.close();
   });
 
-  /** Every admission an instance asks of Redis from now on: on a request's path, or a prepaid one alone in the background. */
-  function watchAdmissions(store: KeyValueStore) {
+  /**
+   * Every admission an instance asks of Redis from now on: on a request's path, or a prepaid one
+   * alone when a request ends; with `delayAloneMs`, Redis's answers to the latter reach the instance
+   * that much later (charged at once, answered late).
+   */
+  function watchAdmissions(store: KeyValueStore, options: { delayAloneMs?: number } = {}) {
+    const original = store.admit.bind(store);
     const admit = vi.spyOn(store, 'admit');
+    const delayMs = options.delayAloneMs ?? 0;
+    if (delayMs > 0) {
+      admit.mockImplementation(async (request) => {
+        const answer = await original(request);
+        if (request.prepay?.alone === true) await sleep(delayMs);
+        return answer;
+      });
+    }
     const made = () => admit.mock.calls.map(([request]: [AdmissionRequest]) => request);
     return {
       onPath: () => made().filter((request) => request.prepay?.alone !== true).length,
@@ -95,7 +108,7 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     }
     // The first request checks the credential in full; the second, on the judged credential, marks
     // the caller as coming back; the third asks for the fourth to be prepaid. From then on each
-    // request is admitted from memory and asks, in the background, for the next.
+    // request is admitted from memory and asks, when it ends, for the next.
     expect(watch.onPath()).toBe(3);
     expect(watch.alone()).toBe(3);
     expect(await metricValue(first.app, 'rate_limit_prepaid_admissions_total', { outcome: 'used' })).toBe(usedBefore + 3);
@@ -104,6 +117,64 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     expect(await requestsLeft(caller)).toBe(LIMIT - 7);
     await revokeKey(first.app, caller);
     await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 6));
+  });
+
+  it('asks for the next charge only when the request it admitted ends, in the same turn as that request’s settlement (one script call)', async () => {
+    const caller = await newLimitsCaller(first.app);
+    const ip = randomIp();
+    const store = stores[0]!;
+    const originalSettle = store.settle.bind(store);
+    let settledThisTurn = false;
+    vi.spyOn(store, 'settle').mockImplementation((settlement) => {
+      settledThisTurn = true;
+      // Registered before the settlement's own flush (redis-script-batch), so it clears before it.
+      setImmediate(() => (settledThisTurn = false));
+      return originalSettle(settlement);
+    });
+    const originalAdmit = store.admit.bind(store);
+    const aloneAskedWithSettlement: boolean[] = [];
+    vi.spyOn(store, 'admit').mockImplementation((request) => {
+      if (request.prepay?.alone === true) aloneAskedWithSettlement.push(settledThisTurn);
+      return originalAdmit(request);
+    });
+    for (let index = 0; index < 6; index += 1) {
+      expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+      await eventually(async () => expect(aloneAskedWithSettlement).toHaveLength(Math.max(0, index - 2)));
+    }
+    expect(aloneAskedWithSettlement).toEqual([true, true, true]);
+  });
+
+  it('has a request that comes before the next charge is answered wait for it, and ask Redis itself when Redis is slower than the limits timeout', async () => {
+    const used = () => metricValue(first.app, 'rate_limit_prepaid_admissions_total', { outcome: 'used' });
+    for (const [delayAloneMs, waited] of [
+      [300, true],
+      [1_500, false],
+    ] as const) {
+      vi.restoreAllMocks();
+      const caller = await newLimitsCaller(first.app);
+      const ip = randomIp();
+      const watch = watchAdmissions(stores[0]!, { delayAloneMs });
+      for (let index = 0; index < 4; index += 1) {
+        expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+        if (index < 3) await watch.answered();
+      }
+      // The fourth, admitted on a prepaid admission, has asked for the fifth's charge; its answer is on its way.
+      await eventually(async () => expect(watch.alone()).toBe(1));
+      const usedBefore = await used();
+      expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+      // Waited for (LIMITS_STORE_TIMEOUT_MS is 900 ms in the tests), or given up on and asked of Redis.
+      expect(watch.onPath()).toBe(waited ? 3 : 4);
+      expect(await used()).toBe(usedBefore + (waited ? 1 : 0));
+      await watch.answered();
+      // Answered late, the charge is still held, and the next request uses it.
+      expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+      expect(await used()).toBe(usedBefore + (waited ? 2 : 1));
+      await watch.answered();
+      // Six requests, and one more charged in advance: given back once the key is revoked.
+      expect(await requestsLeft(caller)).toBe(LIMIT - 7);
+      await revokeKey(first.app, caller);
+      await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 6));
+    }
   });
 
   it('keeps a prepaid admission through a change of another user, and gives it back on a change of its own credential', async () => {

@@ -154,7 +154,7 @@ describe('prepaid admissions held by an instance', () => {
     expect(outcomes).toEqual(['given_back']);
   });
 
-  it('charges the next one in the background after one is used, alone, and holds it', async () => {
+  it('charges the next one alone after one is used (when its request ends), and holds it', async () => {
     const { holdings, caller, request, admitAsking, remaining } = await setUp();
     (await admitAsking()).handOver();
     const used = holdings.take(caller, request());
@@ -163,6 +163,30 @@ describe('prepaid admissions held by an instance', () => {
     holdings.prepayNext(caller, request());
     await expect.poll(remaining).toEqual({ requests: (before.requests ?? 0) - 1, tokens: (before.tokens ?? 0) + 20 });
     await expect.poll(() => holdings.take(caller, request()) !== null).toBe(true);
+  });
+
+  it('hands the background charge still on its way to one request to wait for, and holds it once answered', async () => {
+    const { holdings, caller, request, admitAsking } = await setUp();
+    (await admitAsking()).handOver();
+    expect(holdings.take(caller, request())).not.toBeNull();
+    expect(holdings.claimAnswering(caller)).toBeNull();
+    holdings.prepayNext(caller, request());
+    const answering = holdings.claimAnswering(caller);
+    expect(answering).not.toBeNull();
+    // A busy caller's other requests do not wait too: they ask Redis themselves.
+    expect(holdings.claimAnswering(caller)).toBeNull();
+    expect(holdings.take(caller, request())).toBeNull();
+    await answering;
+    expect(holdings.take(caller, request())).not.toBeNull();
+  });
+
+  it('counts a caller as coming back from the end of its last request, however long that ran', async () => {
+    const { holdings, caller, request } = await setUp();
+    const start = Date.now();
+    expect(holdings.prepayFor(caller, start)).toBeNull();
+    // A stream that ran 20 s, four times a prepaid admission's lifetime; the next request 1 s after its end.
+    holdings.ended(caller, request(start + 20_000), false);
+    expect(holdings.prepayFor(caller, start + 21_000)).not.toBeNull();
   });
 
   it('gives back what it holds when it closes', async () => {
