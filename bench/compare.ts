@@ -10,11 +10,12 @@
 //   npm run bench:compare -- --mode streams --streams 300 after after+LOG_LEVEL=warn
 // Modes: throughput (64 clients, closed loop: CPU per request and requests/s), one-client (one
 // request at a time, 2 ms apart or --gap MS, 0 for back to back: latency p50/p90/p99), streams (N streams of 100 tokens at 20 ms
-// started over 1 s: first token, gap p50/p99, CPU per relayed event).
+// started over 1 s: first token, gap p50/p99, CPU per relayed event), one-stream (5 such streams
+// one after another per round, as the suite's single-stream figures).
 import { chatBody, closedLoop, percentile, target, timedRequest, timedStream, type Target } from './load.js';
 import { cpuMilliseconds, createBenchCredentials, startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
 
-type Mode = 'throughput' | 'one-client' | 'streams';
+type Mode = 'throughput' | 'one-client' | 'streams' | 'one-stream';
 
 interface Variant {
   name: string;
@@ -57,7 +58,7 @@ function parseArguments(argv: string[]): { mode: Mode; rounds: number; streams: 
     };
     if (argument === '--mode') {
       const chosen = value();
-      if (chosen !== 'throughput' && chosen !== 'one-client' && chosen !== 'streams') throw new Error('--mode is throughput, one-client or streams');
+      if (chosen !== 'throughput' && chosen !== 'one-client' && chosen !== 'streams' && chosen !== 'one-stream') throw new Error('--mode is throughput, one-client, streams or one-stream');
       mode = chosen;
     } else if (argument === '--rounds') rounds = Number(value());
     else if (argument === '--streams') streams = Number(value());
@@ -125,6 +126,14 @@ async function measureRound(measured: Measured, mode: Mode, streams: number, gap
       // Back to back (--gap 0): the next request goes as soon as the answer is read.
       if (gapMs > 0) await new Promise((resolve) => setTimeout(resolve, gapMs));
     }
+  } else if (mode === 'one-stream') {
+    // As the suite's "1 stream (30 in turn)": one stream at a time, the next as soon as one ends.
+    for (let index = 0; index < 5; index += 1) {
+      const result = await timedStream(measured.target, '/v1/chat/completions', streamBody);
+      measured.firstTokens.push(result.timeToFirstEventMs);
+      measured.gaps.push(...result.gapsMs);
+      measured.units += result.events.length;
+    }
   } else {
     const results = await Promise.all(
       Array.from({ length: streams }, async (_, index) => {
@@ -159,7 +168,7 @@ function report(measured: Measured, mode: Mode): string {
 
 async function main(): Promise<void> {
   const { mode, rounds, streams, gapMs, variants } = parseArguments(process.argv.slice(2));
-  const streaming = mode === 'streams';
+  const streaming = mode === 'streams' || mode === 'one-stream';
   const simulator = await startSimulator({ port: 0, ttftMs: streaming ? 20 : 0, itlMs: streaming ? 20 : 0 });
   const all: Measured[] = [];
   try {
@@ -176,7 +185,7 @@ async function main(): Promise<void> {
       const order = round % 2 === 0 ? all : [...all].reverse();
       for (const measured of order) await measureRound(measured, mode, streams, gapMs);
     }
-    console.log(`${mode}, ${rounds} rounds interleaved${streaming ? `, ${streams} streams started over 1 s` : ''}:`);
+    console.log(`${mode}, ${rounds} rounds interleaved${mode === 'streams' ? `, ${streams} streams started over 1 s` : mode === 'one-stream' ? ', 5 streams one after another' : ''}:`);
     for (const measured of all) console.log(report(measured, mode));
   } finally {
     for (const measured of all) {
