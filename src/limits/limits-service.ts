@@ -285,8 +285,13 @@ export function createLimitsService(dependencies: {
       if (prepaid !== null && caller !== null) {
         let held = prepaid.take(caller, request);
         const answering = held === null ? prepaid.claimAnswering(caller) : null;
-        if (answering !== null && (await settlesWithin(answering, config.storeTimeoutMs))) held = prepaid.take(caller, request);
+        if (answering !== null) {
+          if (await settlesWithin(answering, config.storeTimeoutMs)) held = prepaid.take(caller, request);
+          // A charge Redis did not answer within the limits timeout says what a timed-out check says.
+          else storeDegraded = true;
+        }
         if (held !== null) return admitted(store, held, true);
+        if (input.precondition != null && storeDegraded) return null;
         request.prepay = prepaid.prepayFor(caller, request.now);
       }
 

@@ -19,6 +19,7 @@ import { emissionInterval, quotaBucket } from '../platform/admission.js';
 import { BoundedMap } from '../platform/bounded-map.js';
 import type { ChangeFeed } from '../platform/change-feed.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
+import { commandNeverSent } from '../platform/redis-store.js';
 
 export interface PrepaidAdmission {
   leaseId: string;
@@ -167,9 +168,10 @@ export function createPrepaidAdmissions(options: {
     const prepayRequest = { ...request, prepay: { leaseId: randomUUID(), alone: true } };
     const handled = store.admit(prepayRequest).then(
       (result) => keepOrGiveBack(caller, prepayRequest, result),
-      () => {
+      (error: unknown) => {
         asked.delete(caller);
-        void giveBack(giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
+        // Refused before it was written (Redis down): nothing was charged, nothing to give back.
+        if (!commandNeverSent(error)) void giveBack(giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
       },
     );
     answering.set(caller, handled);
@@ -196,6 +198,8 @@ export function createPrepaidAdmissions(options: {
         return null;
       }
       options.counted('used');
+      lastSeen.delete(caller);
+      lastSeen.set(caller, request.now);
       return prepaid;
     },
     /**
@@ -243,7 +247,8 @@ export function createPrepaidAdmissions(options: {
      */
     claimAnswering(caller: string): Promise<void> | null {
       const pending = answering.get(caller);
-      if (pending === undefined) return null;
+      // Not while the feed is not current: what the answer brings could not be used.
+      if (pending === undefined || !feed.isCurrent()) return null;
       answering.delete(caller);
       return pending;
     },

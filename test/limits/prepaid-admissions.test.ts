@@ -69,6 +69,8 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     }
     const made = () => admit.mock.calls.map(([request]: [AdmissionRequest]) => request);
     return {
+      /** The admissions asked on requests' paths, in order. */
+      madeOnPath: () => made().filter((request) => request.prepay?.alone !== true),
       onPath: () => made().filter((request) => request.prepay?.alone !== true).length,
       alone: () => made().filter((request) => request.prepay?.alone === true).length,
       /** Waits until every admission asked so far is answered and its answer handled. */
@@ -162,8 +164,10 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
       await eventually(async () => expect(watch.alone()).toBe(1));
       const usedBefore = await used();
       expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
-      // Waited for (LIMITS_STORE_TIMEOUT_MS is 900 ms in the tests), or given up on and asked of Redis.
+      // Waited for (LIMITS_STORE_TIMEOUT_MS is 900 ms in the tests), or given up on and asked of
+      // Redis — as after a timed-out check, with the credential checked in full first.
       expect(watch.onPath()).toBe(waited ? 3 : 4);
+      if (!waited) expect(watch.madeOnPath().at(-1)?.precondition ?? null).toBeNull();
       expect(await used()).toBe(usedBefore + (waited ? 1 : 0));
       await watch.answered();
       // Answered late, the charge is still held, and the next request uses it.

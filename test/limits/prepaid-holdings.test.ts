@@ -8,6 +8,7 @@ import type { AdmissionRequest } from '../../src/platform/admission.js';
 import type { ChangeFeed } from '../../src/platform/change-feed.js';
 import { createMemoryStore } from '../../src/platform/memory-store.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
+import { awaitRoomInWindow } from '../helpers/limits-fixtures.js';
 
 /** A change feed whose state the test sets. */
 function drivenFeed() {
@@ -187,6 +188,17 @@ describe('prepaid admissions held by an instance', () => {
     // A stream that ran 20 s, four times a prepaid admission's lifetime; the next request 1 s after its end.
     holdings.ended(caller, request(start + 20_000), false);
     expect(holdings.prepayFor(caller, start + 21_000)).not.toBeNull();
+  });
+
+  it('counts a caller as coming back from a request admitted on a prepaid admission too', async () => {
+    // The charge and the take below fall in one minute's quota window.
+    await awaitRoomInWindow(minuteMs, 4_000);
+    const { holdings, caller, request, admitAsking } = await setUp();
+    const { asking, handOver } = await admitAsking();
+    handOver();
+    expect(holdings.take(caller, request(asking.now + 3_000))).not.toBeNull();
+    // 6 s after the caller was last seen asking, 3 s after the request it took.
+    expect(holdings.prepayFor(caller, asking.now + 6_000)).not.toBeNull();
   });
 
   it('gives back what it holds when it closes', async () => {
