@@ -162,6 +162,12 @@ export function createPrepaidAdmissions(options: {
     return true;
   }
 
+  /** Remembers when the caller was last seen (latest last, so the oldest is forgotten first). */
+  function noteSeen(caller: string, now: number): void {
+    lastSeen.delete(caller);
+    lastSeen.set(caller, now);
+  }
+
   /** Asks Redis to charge the caller's next request alone (the request that used one has ended). */
   function prepayNext(caller: string, request: AdmissionRequest): void {
     if (!startAsking(caller)) return;
@@ -198,8 +204,7 @@ export function createPrepaidAdmissions(options: {
         return null;
       }
       options.counted('used');
-      lastSeen.delete(caller);
-      lastSeen.set(caller, request.now);
+      noteSeen(caller, request.now);
       return prepaid;
     },
     /**
@@ -209,8 +214,7 @@ export function createPrepaidAdmissions(options: {
      */
     prepayFor(caller: string, now: number): AdmissionRequest['prepay'] {
       const previous = lastSeen.get(caller);
-      lastSeen.delete(caller);
-      lastSeen.set(caller, now);
+      noteSeen(caller, now);
       if (previous === undefined || now - previous > prepaidLifetimeMs || !startAsking(caller)) return null;
       return { leaseId: randomUUID(), alone: false };
     },
@@ -233,8 +237,7 @@ export function createPrepaidAdmissions(options: {
      * admission, the next one is asked for now, in the same turn as its settlement.
      */
     ended(caller: string, request: AdmissionRequest, usedPrepaid: boolean): void {
-      lastSeen.delete(caller);
-      lastSeen.set(caller, request.now);
+      noteSeen(caller, request.now);
       if (usedPrepaid) prepayNext(caller, request);
     },
 
