@@ -6,6 +6,13 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { ChannelWatch } from './key-value-store.js';
 
+/**
+ * A PING unanswered this long means the connection is dead without either side knowing (half-open:
+ * a peer gone without a reset, a silently dropped NAT entry), which the OS may take many minutes to
+ * notice. It is dropped and made again — a break, as any other — so the feed can vouch again.
+ */
+export const stalledConfirmationMs = 2_000;
+
 export function watchRedisChannel(options: {
   url: string;
   connectionOptions: RedisOptions;
@@ -51,7 +58,14 @@ export function watchRedisChannel(options: {
     async confirm() {
       const current = generation;
       if (subscribedIn !== current) throw new Error('not subscribed');
-      await connection.ping();
+      const stalled = setTimeout(() => {
+        if (generation === current && !closed) connection.disconnect(true);
+      }, stalledConfirmationMs);
+      try {
+        await connection.ping();
+      } finally {
+        clearTimeout(stalled);
+      }
       if (generation !== current) throw new Error('the subscription broke');
     },
     close() {

@@ -285,11 +285,13 @@ export interface TcpProxy {
   restore(): Promise<void>;
   /** Holds every chunk this long before passing it on, in both directions (0: at once). */
   setDelay(milliseconds: number): void;
+  /** The connections open now pass nothing more either way, and are never closed (half-open); new ones work. */
+  blackHoleOpenConnections(): void;
   close(): Promise<void>;
 }
 
 /** One direction of a connection: chunks leave in order, each no earlier than its delay allows. */
-function delayedPipe(from: Socket, to: Socket, delayOf: () => number): void {
+function delayedPipe(from: Socket, to: Socket, delayOf: () => number, blackHoled: () => boolean = () => false): void {
   const queue: Array<{ chunk: Buffer; releaseAt: number }> = [];
   let timer: NodeJS.Timeout | null = null;
   const pump = (): void => {
@@ -301,6 +303,7 @@ function delayedPipe(from: Socket, to: Socket, delayOf: () => number): void {
     if (queue.length > 0) timer = setTimeout(pump, Math.max(0, queue[0]!.releaseAt - Date.now()));
   };
   from.on('data', (chunk: Buffer) => {
+    if (blackHoled()) return;
     const last = queue.at(-1)?.releaseAt ?? 0;
     queue.push({ chunk, releaseAt: Math.max(Date.now() + delayOf(), last) });
     if (timer === null) pump();
@@ -316,16 +319,22 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const targetUrl = new URL(target);
   const targetPort = Number(targetUrl.port === '' ? 6379 : targetUrl.port);
   const sockets = new Set<Socket>();
+  const blackHoles = new Set<{ on: boolean }>();
   let delayMs = 0;
   const server: Server = createServer((client) => {
     const upstream = connect({ host: targetUrl.hostname, port: targetPort });
+    const blackHole = { on: false };
+    blackHoles.add(blackHole);
     for (const socket of [client, upstream]) {
       sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
+      socket.on('close', () => {
+        sockets.delete(socket);
+        blackHoles.delete(blackHole);
+      });
       socket.on('error', () => undefined);
     }
-    delayedPipe(client, upstream, () => delayMs);
-    delayedPipe(upstream, client, () => delayMs);
+    delayedPipe(client, upstream, () => delayMs, () => blackHole.on);
+    delayedPipe(upstream, client, () => delayMs, () => blackHole.on);
   });
   const listen = (port: number) =>
     new Promise<void>((resolve, reject) => {
@@ -363,6 +372,9 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     },
     setDelay(milliseconds) {
       delayMs = milliseconds;
+    },
+    blackHoleOpenConnections() {
+      for (const blackHole of blackHoles) blackHole.on = true;
     },
     close: stopListening,
   };

@@ -1,12 +1,14 @@
 // The change feed: an instance counts as current only while a confirmation sent through its
 // subscription within the trust window has come back, and an announcement returns only after every
 // current instance has seen it. On Redis, through a TCP proxy that can stall or cut the connection:
-// a stalled subscription stops counting as current within the window, and a cut one at once.
+// a stalled subscription stops counting as current within the window, and a cut one at once; one
+// whose connection goes silent for good (half-open) is dropped and made again.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { performance } from 'node:perf_hooks';
 import { announceChange, startChangeFeed, type ChangeFeed } from '../../src/platform/change-feed.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
 import { createMemoryStore } from '../../src/platform/memory-store.js';
+import { stalledConfirmationMs } from '../../src/platform/redis-channel-watch.js';
 import { createRedisStore } from '../../src/platform/redis-store.js';
 import { testRedisUrl, uniqueName } from '../helpers/environment.js';
 import { eventually, sleep, startTcpProxy, type TcpProxy } from '../helpers/limits-fixtures.js';
@@ -14,11 +16,11 @@ import { eventually, sleep, startTcpProxy, type TcpProxy } from '../helpers/limi
 const trustWindowMs = 200;
 const confirmEveryMs = 20;
 
-function expectCurrent(feed: ChangeFeed, current: boolean): Promise<void> {
+function expectCurrent(feed: ChangeFeed, current: boolean, withinMs = 3000): Promise<void> {
   return eventually(() => {
     expect(feed.isCurrent()).toBe(current);
     return Promise.resolve();
-  }, 3000);
+  }, withinMs);
 }
 
 describe('the change feed on the in-process store', () => {
@@ -86,6 +88,21 @@ describe.skipIf(testRedisUrl === null)('the change feed on Redis', () => {
     expect(feed.isCurrent()).toBe(false);
     proxy.setDelay(0);
     await expectCurrent(feed, true);
+  });
+
+  it('makes its subscription again when a confirmation never comes back on a connection that never breaks (half-open), and hears changes again', async () => {
+    await expectCurrent(feed, true);
+    let changes = 0;
+    feed.onChange(() => (changes += 1));
+    proxy.blackHoleOpenConnections();
+    await sleep(trustWindowMs + 2 * confirmEveryMs);
+    expect(feed.isCurrent()).toBe(false);
+    // Dropped and made again once a PING has gone unanswered for stalledConfirmationMs: the drop is a break.
+    await expectCurrent(feed, true, stalledConfirmationMs + 3_000);
+    expect(changes).toBeGreaterThan(0);
+    const before = changes;
+    await announceChange(direct, { channel: 'changes', trustWindowMs }, 'after the stall');
+    expect(changes).toBe(before + 1);
   });
 
   it('stops counting as current the moment its subscription breaks, reports the break as a change, and resubscribes', async () => {
