@@ -17,14 +17,13 @@ import type { ChangeFeed } from '../platform/change-feed.js';
 import { effectiveLimits, ipBucket, type EffectiveLimits } from './effective-limits.js';
 import { createPrepaidAdmissions, prepaidCallerKey } from './prepaid-admissions.js';
 import { limitHeaders, requestRateHeaders, retryAfterSeconds } from './limit-headers.js';
+import { settleWithRetries } from './settlement-retries.js';
 
 const minuteMs = 60_000;
 const dayMs = 86_400_000;
 const leaseTtlMs = 60_000;
 const leaseRenewMs = 20_000;
 const fallbackLogIntervalMs = 10_000;
-/** ioredis reconnects within 2 s (redis-store's retryStrategy). */
-const lostSettlementRetryMs = 2_500;
 
 /** Wraps a log call so it runs at most once per fallbackLogIntervalMs: such failures come in bursts. */
 function oncePerInterval(log: (error: unknown) => void): (error: unknown) => void {
@@ -306,15 +305,11 @@ export function createLimitsService(dependencies: {
       // No answer at all: whether Redis admitted is unknown, so the settlement applies only if it did
       // (its lease is there). After a timeout it goes on the same connection as the check, so Redis
       // runs it after the check. Lost to a broken connection, it fails at once too (nothing is queued
-      // while ioredis reconnects) and is tried once more after the reconnection's longest wait.
+      // while ioredis reconnects) and is tried again, with growing waits, while its lease lasts.
       const settleIfGranted = (used: number) => settleOn(store, ownGrant({ quotas: quotas.map((quota) => ({ used: 0, ...quotaBucket(quota, request.now) })) }), used, true);
       const onLost = () => {
         prepaid?.giveBackUnanswered(request);
-        whenFinished((used) =>
-          settleIfGranted(used).catch(() => {
-            setTimeout(() => void settleIfGranted(used).catch(giveBackFailed), lostSettlementRetryMs).unref();
-          }),
-        );
+        whenFinished((used) => settleWithRetries(() => settleIfGranted(used), giveBackFailed));
       };
       // This instance's memory decides alone only while Redis is slow: it prepays nothing.
       let decided: { value: AdmissionResult; target: KeyValueStore; unanswered: boolean } | null = null;

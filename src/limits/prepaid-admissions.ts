@@ -20,6 +20,7 @@ import { BoundedMap } from '../platform/bounded-map.js';
 import type { ChangeFeed } from '../platform/change-feed.js';
 import type { KeyValueStore } from '../platform/key-value-store.js';
 import { commandNeverSent } from '../platform/redis-store.js';
+import { settleWithRetries } from './settlement-retries.js';
 
 export interface PrepaidAdmission {
   leaseId: string;
@@ -39,8 +40,6 @@ export interface PrepaidAdmission {
 export const prepaidLifetimeMs = 5_000;
 /** Callers whose last request time this instance remembers (to prepay only for a caller who came back). */
 const rememberedCallers = 10_000;
-/** A give-back that failed (Redis unreachable) is tried again once, after ioredis's longest reconnection wait. */
-const giveBackRetryMs = 2_500;
 
 /** What identifies a caller's prepaid admission: the user, the client's IP bucket, and the credential state it was granted under. */
 export function prepaidCallerKey(userId: string, ipBucket: string, precondition: StoredValuesPrecondition): string {
@@ -91,11 +90,9 @@ export function createPrepaidAdmissions(options: {
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
   let closed = false;
 
-  /** Sends a give-back; one that fails is tried once more (it applies once: only while its lease is held). */
+  /** Sends a give-back, tried again while it fails and its lease lasts (it applies once: only while its lease is held). */
   function giveBack(settlement: Settlement): Promise<void> {
-    return store.settle(settlement).catch(() => {
-      setTimeout(() => void store.settle(settlement).catch(options.onGiveBackFailed), giveBackRetryMs).unref();
-    });
+    return settleWithRetries(() => store.settle(settlement), options.onGiveBackFailed);
   }
 
   function giveBackHeld(prepaid: PrepaidAdmission): Promise<void> {

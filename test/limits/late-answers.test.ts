@@ -173,21 +173,39 @@ describe('checks Redis answered late, or never', () => {
     },
   );
 
-  it('tries once more, after the reconnection, to settle a check lost to a broken connection after its generation ended', async () => {
+  it('tries again, after the reconnection and with growing waits while Redis stays away, to settle a check lost after its generation ended; and stops in time for its lease', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'setImmediate', 'Date'] });
-    const { control, standing, admit } = start();
-    const userId = randomUUID();
-    const admitting = admit(userId, 'lost after running');
-    await vi.advanceTimersByTimeAsync(STORE_TIMEOUT_MS + 5);
-    await (await admitting).finish({ prompt_tokens: 2, completion_tokens: 2 });
-    // The answer is lost now, and the connection is still being re-made: the first try fails.
-    control.settleFailures = 1;
+    const { control, standing, admit, lines } = start();
+    /** A check that ran but whose answer is lost, its generation over before the loss is known. */
+    const finishLost = async (userId: string, usage: { prompt_tokens: number; completion_tokens: number }) => {
+      const admitting = admit(userId, 'lost after running');
+      await vi.advanceTimersByTimeAsync(STORE_TIMEOUT_MS + 5);
+      await (await admitting).finish(usage);
+    };
+    const settled = randomUUID();
+    await finishLost(settled, { prompt_tokens: 2, completion_tokens: 2 });
+    // The connection is being re-made for three tries: at the loss, then 2.5 s and 5 s later; the fourth, 10 s after that, lands.
+    control.settleFailures = 3;
     await vi.advanceTimersByTimeAsync(LATE_BY_MS);
-    expect(control.settlements).toBe(1);
-    expect(await standing(userId)).toEqual({ tokensUsed: RESERVE, slotFree: false });
-    await vi.advanceTimersByTimeAsync(3_000);
-    expect(control.settlements).toBe(2);
-    expect(await standing(userId)).toEqual({ tokensUsed: 4, slotFree: true });
+    for (const [waitMs, tries] of [
+      [2_500, 2],
+      [5_000, 3],
+      [10_000, 4],
+    ] as const) {
+      expect(await standing(settled)).toEqual({ tokensUsed: RESERVE, slotFree: false });
+      await vi.advanceTimersByTimeAsync(waitMs + 10);
+      expect(control.settlements).toBe(tries);
+    }
+    expect(await standing(settled)).toEqual({ tokensUsed: 4, slotFree: true });
+    // Away for good: five tries in all (the last 37.5 s after the first), then one warning and no more.
+    await finishLost(randomUUID(), { prompt_tokens: 1, completion_tokens: 1 });
+    control.settleFails = true;
+    const before = control.settlements;
+    await vi.advanceTimersByTimeAsync(LATE_BY_MS + 40_000);
+    expect(control.settlements - before).toBe(5);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(control.settlements - before).toBe(5);
+    expect(lines.filter((line) => line.msg.includes('could not be settled there'))).toHaveLength(1);
   });
 
   it('changes nothing for a lost check that never ran', async () => {
