@@ -90,9 +90,15 @@ export function createPrepaidAdmissions(options: {
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
   let closed = false;
 
-  /** Sends a give-back, tried again while it fails and its lease lasts (it applies once: only while its lease is held). */
+  /**
+   * Sends a give-back, tried again while it fails and its lease lasts (it applies once: only while
+   * its lease is held). Each try steps the rates back as of its own time, so a charge that wore off
+   * while Redis was away is not given back on top of a caller's new requests.
+   */
   function giveBack(settlement: Settlement): Promise<void> {
-    return settleWithRetries(() => store.settle(settlement), options.onGiveBackFailed);
+    const { rewind } = settlement;
+    const asOfNow = () => (rewind === undefined ? settlement : { ...settlement, rewind: { ...rewind, now: Date.now() } });
+    return settleWithRetries(() => store.settle(asOfNow()), options.onGiveBackFailed);
   }
 
   function giveBackHeld(prepaid: PrepaidAdmission): Promise<void> {

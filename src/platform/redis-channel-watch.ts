@@ -9,9 +9,11 @@ import type { ChannelWatch } from './key-value-store.js';
 /**
  * A PING unanswered this long means the connection is dead without either side knowing (half-open:
  * a peer gone without a reset, a silently dropped NAT entry), which the OS may take many minutes to
- * notice. It is dropped and made again — a break, as any other — so the feed can vouch again.
+ * notice. It is dropped and made again — a break, as any other — so the feed can vouch again. As
+ * long as the limits' own wait for Redis: a Redis that is slow but alive (a fork, a long command)
+ * is not dropped, with everything held given back to it, every few seconds.
  */
-export const stalledConfirmationMs = 2_000;
+export const stalledConfirmationMs = 10_000;
 
 export function watchRedisChannel(options: {
   url: string;
@@ -19,7 +21,10 @@ export function watchRedisChannel(options: {
   /** The channel's full name, prefix included. */
   channel: string;
   handlers: { message(message: string): void; broken(): void };
+  /** How long a confirming PING may go unanswered before the connection is remade (stalledConfirmationMs). */
+  stalledAfterMs?: number;
 }): ChannelWatch {
+  const stalledAfterMs = options.stalledAfterMs ?? stalledConfirmationMs;
   const { channel, handlers } = options;
   const connection = new Redis(options.url, {
     ...options.connectionOptions,
@@ -29,7 +34,11 @@ export function watchRedisChannel(options: {
     // A PING from before a break must not be answered after it, as if it vouched for the new connection.
     autoResendUnfulfilledCommands: false,
     enableOfflineQueue: false,
+    // A break rejects the PING it strands (so the feed can confirm again), not keeps it for a retry.
+    maxRetriesPerRequest: 0,
     commandTimeout: undefined,
+    // Dropping a stalled connection: a half-open peer never answers our FIN, so do not wait for it.
+    disconnectTimeout: 100,
   });
   /** Bumped by every break; a confirmation counts only if no break came between its PING and its answer. */
   let generation = 0;
@@ -60,7 +69,7 @@ export function watchRedisChannel(options: {
       if (subscribedIn !== current) throw new Error('not subscribed');
       const stalled = setTimeout(() => {
         if (generation === current && !closed) connection.disconnect(true);
-      }, stalledConfirmationMs);
+      }, stalledAfterMs);
       try {
         await connection.ping();
       } finally {

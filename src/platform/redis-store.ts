@@ -17,6 +17,8 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
   /** How long to wait for the first connection at start before going on without it. */
   connectTimeoutMs?: number;
+  /** How long a watched channel's confirming PING may go unanswered before its connection is remade (redis-channel-watch). */
+  subscriptionStallMs?: number;
 }
 
 /**
@@ -26,6 +28,11 @@ export interface RedisStoreOptions {
  */
 export function commandNeverSent(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith("Stream isn't writeable");
+}
+
+/** True when a command was written but not answered in time: it stays queued on a connection that is up, and Redis runs it when it answers again. */
+export function commandTimedOut(error: unknown): boolean {
+  return error instanceof Error && error.message === 'Command timed out';
 }
 
 export async function createRedisStore(options: RedisStoreOptions): Promise<KeyValueStore & { client: Redis }> {
@@ -129,7 +136,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<KeyV
       };
     },
     watch(channel, handlers) {
-      const watch = watchRedisChannel({ url: options.url, connectionOptions, channel: key(channel), handlers });
+      const watch = watchRedisChannel({
+        url: options.url,
+        connectionOptions,
+        channel: key(channel),
+        handlers,
+        ...(options.subscriptionStallMs === undefined ? {} : { stalledAfterMs: options.subscriptionStallMs }),
+      });
       watches.add(watch);
       return Promise.resolve({
         confirm: () => watch.confirm(),

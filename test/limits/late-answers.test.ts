@@ -33,7 +33,7 @@ type AdmitBehaviour = 'prompt' | 'late' | 'ran, answered late' | 'lost after run
 function posingStore() {
   const memory = createMemoryStore();
   /** settleFailures: how many settlements from now on fail, as on a connection being re-made. */
-  const control = { admitBehaviour: 'prompt' as AdmitBehaviour, settleFails: false, settleFailures: 0, answersGiven: 0, settlements: 0 };
+  const control = { admitBehaviour: 'prompt' as AdmitBehaviour, settleFails: false, settleFailures: 0, settleTimesOut: false, answersGiven: 0, settlements: 0 };
   const store: KeyValueStore = {
     ...memory,
     kind: 'redis',
@@ -57,6 +57,8 @@ function posingStore() {
     },
     settle(settlement) {
       control.settlements += 1;
+      // Written on a connection that is up, but Redis does not answer (it runs it when it does).
+      if (control.settleTimesOut) return Promise.reject(new Error('Command timed out'));
       if (control.settleFails || control.settleFailures > 0) {
         control.settleFailures -= 1;
         return Promise.reject(new Error('Connection is closed.'));
@@ -206,6 +208,14 @@ describe('checks Redis answered late, or never', () => {
     await vi.advanceTimersByTimeAsync(60_000);
     expect(control.settlements - before).toBe(5);
     expect(lines.filter((line) => line.msg.includes('could not be settled there'))).toHaveLength(1);
+    // Redis up but not answering: a settlement that timed out stays queued there; none is piled on.
+    await vi.advanceTimersByTimeAsync(10_000);
+    control.settleFails = false;
+    control.settleTimesOut = true;
+    await finishLost(randomUUID(), { prompt_tokens: 1, completion_tokens: 1 });
+    const beforeHung = control.settlements;
+    await vi.advanceTimersByTimeAsync(LATE_BY_MS + 40_000);
+    expect(control.settlements - beforeHung).toBe(1);
   });
 
   it('changes nothing for a lost check that never ran', async () => {

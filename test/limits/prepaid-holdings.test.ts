@@ -2,7 +2,7 @@
 // (the same admission algorithm), and the change feed is one the test drives — current or not,
 // a change naming entries, a break — so each race the holdings must win is played out in order.
 import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createPrepaidAdmissions, prepaidCallerKey } from '../../src/limits/prepaid-admissions.js';
 import type { AdmissionRequest } from '../../src/platform/admission.js';
 import type { ChangeFeed } from '../../src/platform/change-feed.js';
@@ -34,6 +34,7 @@ describe('prepaid admissions held by an instance', () => {
   const opened: Array<{ close(): Promise<void> }> = [];
 
   afterEach(async () => {
+    vi.useRealTimers();
     for (const each of opened.splice(0)) await each.close();
   });
 
@@ -199,6 +200,31 @@ describe('prepaid admissions held by an instance', () => {
     expect(holdings.take(caller, request(asking.now + 3_000))).not.toBeNull();
     // 6 s after the caller was last seen asking, 3 s after the request it took.
     expect(holdings.prepayFor(caller, asking.now + 6_000)).not.toBeNull();
+  });
+
+  it('steps a rate back as of each try of a give-back: a charge that wore off while Redis was away is not given back on top of newer requests', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'Date'] });
+    const { store, feed, request, admitAsking } = await setUp();
+    (await admitAsking()).handOver();
+    // Redis away for the give-back's first try (the rate: 100 a minute, one request per 600 ms).
+    const settle = store.settle.bind(store);
+    let tries = 0;
+    store.settle = (settlement) => {
+      tries += 1;
+      return tries === 1 ? Promise.reject(new Error('Connection is closed.')) : settle(settlement);
+    };
+    feed.change(null);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(tries).toBe(1);
+    // The prepaid charge has worn off by now; the caller comes back with three requests, charged anew.
+    for (let index = 0; index < 3; index += 1) expect((await store.admit({ ...request(), precondition: null })).allowed).toBe(true);
+    const rate = request().rates;
+    const before = (await store.peek({ now: Date.now(), rates: rate, quotas: [] })).rates[0]!;
+    await vi.advanceTimersByTimeAsync(1_600);
+    expect(tries).toBe(2);
+    const after = (await store.peek({ now: Date.now(), rates: rate, quotas: [] })).rates[0]!;
+    // 1.6 s passed and nothing was stepped back; a try as of the first one's time would take off 600 ms more.
+    expect(before.resetMs - after.resetMs).toBe(1_600);
   });
 
   it('gives back what it holds when it closes', async () => {

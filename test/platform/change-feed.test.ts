@@ -8,7 +8,6 @@ import { performance } from 'node:perf_hooks';
 import { announceChange, startChangeFeed, type ChangeFeed } from '../../src/platform/change-feed.js';
 import type { KeyValueStore } from '../../src/platform/key-value-store.js';
 import { createMemoryStore } from '../../src/platform/memory-store.js';
-import { stalledConfirmationMs } from '../../src/platform/redis-channel-watch.js';
 import { createRedisStore } from '../../src/platform/redis-store.js';
 import { testRedisUrl, uniqueName } from '../helpers/environment.js';
 import { eventually, sleep, startTcpProxy, type TcpProxy } from '../helpers/limits-fixtures.js';
@@ -43,6 +42,8 @@ describe('the change feed on the in-process store', () => {
   });
 });
 
+const STALL_MS = 2_000;
+
 describe.skipIf(testRedisUrl === null)('the change feed on Redis', () => {
   const prefix = `${uniqueName('change-feed')}:`;
   let proxy: TcpProxy;
@@ -52,7 +53,8 @@ describe.skipIf(testRedisUrl === null)('the change feed on Redis', () => {
 
   beforeAll(async () => {
     proxy = await startTcpProxy(testRedisUrl!);
-    watched = await createRedisStore({ url: proxy.redisUrl, keyPrefix: prefix });
+    // A shorter stall than production's (stalledConfirmationMs, 10 s), so the half-open case is quick to play out.
+    watched = await createRedisStore({ url: proxy.redisUrl, keyPrefix: prefix, subscriptionStallMs: STALL_MS });
     direct = await createRedisStore({ url: testRedisUrl!, keyPrefix: prefix });
     feed = await startChangeFeed({ store: watched, channel: 'changes', trustWindowMs, confirmEveryMs });
   });
@@ -97,8 +99,8 @@ describe.skipIf(testRedisUrl === null)('the change feed on Redis', () => {
     proxy.blackHoleOpenConnections();
     await sleep(trustWindowMs + 2 * confirmEveryMs);
     expect(feed.isCurrent()).toBe(false);
-    // Dropped and made again once a PING has gone unanswered for stalledConfirmationMs: the drop is a break.
-    await expectCurrent(feed, true, stalledConfirmationMs + 3_000);
+    // Dropped and made again once a PING has gone unanswered for STALL_MS: the drop is a break.
+    await expectCurrent(feed, true, STALL_MS + 3_000);
     expect(changes).toBeGreaterThan(0);
     const before = changes;
     await announceChange(direct, { channel: 'changes', trustWindowMs }, 'after the stall');
