@@ -70,6 +70,7 @@ export function watchRedisChannel(options: {
       const stalled = setTimeout(() => {
         if (generation === current && !closed) connection.disconnect(true);
       }, stalledAfterMs);
+      stalled.unref();
       try {
         await connection.ping();
       } finally {
