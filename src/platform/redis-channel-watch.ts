@@ -9,7 +9,7 @@ import type { ChannelWatch } from './key-value-store.js';
 /**
  * A PING unanswered this long means the connection is dead without either side knowing (half-open:
  * a peer gone without a reset, a silently dropped NAT entry), which the OS may take many minutes to
- * notice. It is dropped and made again — a break, as any other — so the feed can vouch again. As
+ * notice. It is dropped and made again — a break like every other — so the feed can vouch again. As
  * long as the limits' own wait for Redis: a Redis that is slow but alive (a fork, a long command)
  * is not dropped, with everything held given back to it, every few seconds.
  */
