@@ -143,8 +143,7 @@ export function createLimitsService(dependencies: {
       fallbacks.inc();
       fallbackActive.set(1);
       fallbackStarted(error);
-      const unanswered = timedOut;
-      return { value: await operation(fallback), target: fallback, unanswered };
+      return { value: await operation(fallback), target: fallback, unanswered: timedOut };
     } finally {
       clearTimeout(timer);
       if (gaveUp && undoLate !== undefined) {

@@ -92,23 +92,18 @@ export function createPrepaidAdmissions(options: {
 
   /**
    * Sends a give-back, tried again while it fails and its lease lasts (it applies once: only while
-   * its lease is held). Each try steps the rates back as of its own time, so a charge that wore off
-   * while Redis was away is not given back on top of a caller's new requests.
+   * its lease is held). `settlementNow` builds it for each try, so each steps the rates back as of
+   * its own time: a charge that wore off while Redis was away is not given back on top of a caller's
+   * new requests.
    */
-  function giveBack(settlement: Settlement): Promise<void> {
-    const { rewind } = settlement;
-    const asOfNow = () => (rewind === undefined ? settlement : { ...settlement, rewind: { ...rewind, now: Date.now() } });
-    return settleWithRetries(() => store.settle(asOfNow()), options.onGiveBackFailed);
+  function giveBack(settlementNow: () => Settlement): Promise<void> {
+    return settleWithRetries(() => store.settle(settlementNow()), options.onGiveBackFailed);
   }
 
   function giveBackHeld(prepaid: PrepaidAdmission): Promise<void> {
     options.counted('given_back');
-    return giveBack(
-      giveBackSettlement({
-        ...prepaid,
-        quotas: prepaid.standing.quotas.map((quota) => ({ bucketKey: quota.bucketKey, resetMs: quota.resetMs, reserve: prepaid.reserveTokens })),
-      }),
-    );
+    const quotas = prepaid.standing.quotas.map((quota) => ({ bucketKey: quota.bucketKey, resetMs: quota.resetMs, reserve: prepaid.reserveTokens }));
+    return giveBack(() => giveBackSettlement({ ...prepaid, quotas }));
   }
 
   /** Gives back what is held for credentials judged on any of `entries` (every one, for null). */
@@ -180,7 +175,7 @@ export function createPrepaidAdmissions(options: {
       (error: unknown) => {
         asked.delete(caller);
         // Refused before it was written (Redis down): nothing was charged, nothing to give back.
-        if (!commandNeverSent(error)) void giveBack(giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
+        if (!commandNeverSent(error)) void giveBack(() => giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
       },
     );
     answering.set(caller, handled);
@@ -231,7 +226,8 @@ export function createPrepaidAdmissions(options: {
 
     /** Gives back what Redis may have granted to a prepay whose answer was given up on or lost. */
     giveBackUnanswered(request: AdmissionRequest): void {
-      if (request.prepay != null) void giveBack(giveBackAsked(request, request.prepay.leaseId));
+      const prepay = request.prepay;
+      if (prepay != null) void giveBack(() => giveBackAsked(request, prepay.leaseId));
     },
 
     /**
