@@ -8,12 +8,13 @@
 // optionally followed by `+VAR=value` settings for that variant's process:
 //   npm run bench:compare -- proxy before=/tmp/old/dist/src/main.js after
 //   npm run bench:compare -- --mode streams --streams 300 after after+LOG_LEVEL=warn
-// Modes: throughput (64 clients, closed loop: CPU per request and requests/s), one-client (one
+// Modes: throughput (64 clients, closed loop: CPU per request and requests/s, and what the simulator,
+// the load generator, Redis and PostgreSQL spent per request beside it), one-client (one
 // request at a time, 2 ms apart or --gap MS, 0 for back to back: latency p50/p90/p99), streams (N streams of 100 tokens at 20 ms
 // started over 1 s: first token, gap p50/p99, CPU per relayed event), one-stream (5 such streams
 // one after another per round, as the suite's single-stream figures).
 import { chatBody, closedLoop, percentile, target, timedRequest, timedStream, type Target } from './load.js';
-import { cpuMilliseconds, createBenchCredentials, startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
+import { cpuMilliseconds, createBenchCredentials, serviceCpuMilliseconds, startGateway, startMinimalProxy, startSimulator, type Started } from './processes.js';
 
 type Mode = 'throughput' | 'one-client' | 'streams' | 'one-stream';
 
@@ -29,6 +30,8 @@ interface Measured {
   target: Target;
   process: Started;
   cpuMilliseconds: number;
+  /** Throughput mode: the CPU of everything else on the machine during the variant's rounds. */
+  machine: MachineCpu;
   units: number;
   ratesPerSecond: number[];
   latencies: number[];
@@ -36,9 +39,28 @@ interface Measured {
   gaps: number[];
 }
 
+/** Milliseconds of CPU, per process that shares the machine with the variant measured. */
+interface MachineCpu {
+  simulator: number;
+  loadGenerator: number;
+  redis: number;
+  postgres: number;
+}
+
 /** A variant's counts before any measured round (and again after the warm-up). */
 function noneMeasured(): Omit<Measured, 'variant' | 'target' | 'process'> {
-  return { cpuMilliseconds: 0, units: 0, ratesPerSecond: [], latencies: [], firstTokens: [], gaps: [] };
+  return { cpuMilliseconds: 0, machine: { simulator: 0, loadGenerator: 0, redis: 0, postgres: 0 }, units: 0, ratesPerSecond: [], latencies: [], firstTokens: [], gaps: [] };
+}
+
+/** The machine's other processes' CPU so far: the simulator, this load generator, Redis, PostgreSQL. */
+function machineCpu(simulatorPid: number): MachineCpu {
+  const own = process.cpuUsage();
+  return {
+    simulator: cpuMilliseconds(simulatorPid),
+    loadGenerator: (own.user + own.system) / 1000,
+    redis: serviceCpuMilliseconds('redis-server'),
+    postgres: serviceCpuMilliseconds('postgres'),
+  };
 }
 
 const chat = chatBody();
@@ -104,9 +126,10 @@ async function start(variant: Variant, upstreamUrl: string): Promise<{ target: T
 }
 
 /** One round of the chosen load against one variant, its CPU time read from /proc around it. */
-async function measureRound(measured: Measured, mode: Mode, streams: number, gapMs: number): Promise<void> {
+async function measureRound(measured: Measured, mode: Mode, streams: number, gapMs: number, simulatorPid: number): Promise<void> {
   const before = cpuMilliseconds(measured.process.pid);
   if (mode === 'throughput') {
+    const machineBefore = machineCpu(simulatorPid);
     let requests = 0;
     const perSecond = await closedLoop({
       concurrency: 64,
@@ -118,6 +141,11 @@ async function measureRound(measured: Measured, mode: Mode, streams: number, gap
     });
     measured.ratesPerSecond.push(perSecond);
     measured.units += requests;
+    // The gateway writes its usage rows a second later (USAGE_FLUSH_INTERVAL_MS): wait for them, so
+    // PostgreSQL's work is counted in the round that caused it.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const machineAfter = machineCpu(simulatorPid);
+    for (const key of Object.keys(machineAfter) as Array<keyof MachineCpu>) measured.machine[key] += machineAfter[key] - machineBefore[key];
   } else if (mode === 'one-client') {
     const deadline = performance.now() + 3000;
     while (performance.now() < deadline) {
@@ -155,7 +183,12 @@ function report(measured: Measured, mode: Mode): string {
   const cpu = ((measured.cpuMilliseconds * 1000) / Math.max(1, measured.units)).toFixed(1);
   if (mode === 'throughput') {
     const rate = measured.ratesPerSecond.reduce((sum, value) => sum + value, 0) / measured.ratesPerSecond.length;
-    return `${name} ${cpu} µs CPU per request   ${rate.toFixed(0)} requests/s   rounds: ${measured.ratesPerSecond.map((value) => value.toFixed(0)).join(' ')}`;
+    const per = (milliseconds: number) => ((milliseconds * 1000) / Math.max(1, measured.units)).toFixed(1);
+    const { simulator, loadGenerator, redis, postgres } = measured.machine;
+    return (
+      `${name} ${cpu} µs CPU per request   ${rate.toFixed(0)} requests/s   rounds: ${measured.ratesPerSecond.map((value) => value.toFixed(0)).join(' ')}\n` +
+      `${''.padEnd(32)} and per request: simulator ${per(simulator)} µs, load generator ${per(loadGenerator)}, Redis ${per(redis)}, PostgreSQL ${per(postgres)}`
+    );
   }
   if (mode === 'one-client') {
     const [p50, p90, p99] = [50, 90, 99].map((p) => percentile(measured.latencies, p).toFixed(3));
@@ -178,12 +211,12 @@ async function main(): Promise<void> {
     }
     // Warm-up: whichever process is measured first would otherwise pay for its JIT.
     for (const measured of all) {
-      await measureRound(measured, mode, Math.min(streams, 50), gapMs);
+      await measureRound(measured, mode, Math.min(streams, 50), gapMs, simulator.pid);
       Object.assign(measured, noneMeasured());
     }
     for (let round = 0; round < rounds; round += 1) {
       const order = round % 2 === 0 ? all : [...all].reverse();
-      for (const measured of order) await measureRound(measured, mode, streams, gapMs);
+      for (const measured of order) await measureRound(measured, mode, streams, gapMs, simulator.pid);
     }
     console.log(`${mode}, ${rounds} rounds interleaved${mode === 'streams' ? `, ${streams} streams started over 1 s` : mode === 'one-stream' ? ', 5 streams one after another' : ''}:`);
     for (const measured of all) console.log(report(measured, mode));

@@ -1,7 +1,7 @@
 // Starts the processes a benchmark measures, each in its own Node process as in production: the
 // vLLM simulator, the gateway (built, `node dist/src/main.js`), and a minimal undici pass-through
 // proxy as the floor to beat. The load generator is the benchmark process itself.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
@@ -174,6 +174,29 @@ export function cpuMilliseconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime, fields 14 and 15 of stat; counted from the state field (3) here.
   return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) * 10;
+}
+
+/**
+ * CPU time used so far by every process named `name` here (`redis-server`, `postgres`: services
+ * the gateway leans on, which share the machine's cores with it), in milliseconds; 0 when none runs.
+ */
+export function serviceCpuMilliseconds(name: string): number {
+  let pids: number[];
+  try {
+    pids = execFileSync('pgrep', ['-x', name], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+  } catch {
+    // pgrep exits 1 when no process has that name.
+    return 0;
+  }
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      total += cpuMilliseconds(pid);
+    } catch {
+      // Gone between pgrep and the read (a PostgreSQL backend that ended).
+    }
+  }
+  return total;
 }
 
 async function json<T>(url: string, init: { method?: string; body?: unknown; token?: string }): Promise<T> {
