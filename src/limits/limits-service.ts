@@ -245,7 +245,8 @@ export function createLimitsService(dependencies: {
        * its settlement — issued in the same turn as what the prepaid admissions ask of Redis when a
        * request ends, so both go in one script call.
        */
-      const admitted = (target: KeyValueStore, grant: Grant & { standing: AdmissionStanding }, usedPrepaid = false): Admission => {
+      /** `comingBack`: admitted on a prepaid admission, or granted one with its own: another is asked for when it ends. */
+      const admitted = (target: KeyValueStore, grant: Grant & { standing: AdmissionStanding }, comingBack = false): Admission => {
         // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs. Decided on
         // this instance's memory, it also keeps alive the lease Redis granted late or may have granted
         // unanswered, so it is still there to settle when the stream ends (a renewal touches only a
@@ -266,7 +267,7 @@ export function createLimitsService(dependencies: {
             const used = usage === null ? 0 : usage.prompt_tokens + usage.completion_tokens;
             try {
               const settling = settleOn(target, grant, used);
-              if (prepaid !== null && caller !== null) prepaid.ended(caller, { ...request, now: Date.now() }, usedPrepaid);
+              if (prepaid !== null && caller !== null) prepaid.ended(caller, { ...request, now: Date.now() }, comingBack);
               await settling;
             } catch (error) {
               logger.warn({ err: error }, 'limits: settlement failed; the lease expires on its own');
@@ -278,8 +279,8 @@ export function createLimitsService(dependencies: {
 
       // A caller coming back is admitted on the prepaid admission held for it, without asking Redis;
       // one whose charge is still on its way (asked when the caller's last request ended) is waited
-      // for, as long as Redis is given to answer. The request that uses it asks for the next one when
-      // it ends.
+      // for, as long as Redis is given to answer. A coming-back caller's request asks for another
+      // when it ends (up to two held per caller).
       if (prepaid !== null && caller !== null) {
         let held = prepaid.take(caller, request);
         const answering = held === null ? prepaid.claimAnswering(caller) : null;
@@ -349,7 +350,8 @@ export function createLimitsService(dependencies: {
         const headers = limitHeaders({ limits, rates: rateStandings, quotas: quotaStandings, quotaLimits });
         refuse(result, { rate: ['user_requests', 'ip_requests'], quota: quotaNames }, headers);
       }
-      return admitted(target, { ...ownGrant(result), standing: result });
+      // A prepaid charge Redis refused (near a limit) is not asked for again when this one ends.
+      return admitted(target, { ...ownGrant(result), standing: result }, target === store && result.prepaid != null);
     },
 
     /** The stricter per-IP limit on login, register and refresh; returns the headers for the answer. */

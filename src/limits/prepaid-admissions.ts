@@ -1,11 +1,13 @@
 // Prepaid admissions: a caller who sends requests one after another is admitted from memory, with
 // no Redis round trip on the request's path. Each admission asks Redis to charge the caller's next
 // request too (the script grants it only far from every limit), and this instance holds that
-// prepaid admission for the caller's next request; the request that uses it asks for the next one
-// when it ends, in the same script call as its own settlement — so no Redis work runs while it is
-// served, and what is held does not age through a long stream. The limits stay exact: what is used
+// prepaid admission for the caller's next request; a request of a caller coming back asks for
+// another when it ends, in the same script call as its own settlement — so no Redis work runs while
+// it is served, and what is held does not age through a long stream. Up to two are held per
+// caller: a caller that sends its next request the moment the last one ended finds one held, not
+// one still on its way from Redis. The limits stay exact: what is used
 // was charged in Redis beforehand, and what is not used within its lifetime is given back (a
-// prepaid admission held here can make another instance refuse one request early meanwhile; a
+// prepaid admission held here can make another instance refuse a request early meanwhile; a
 // refused request here uses it instead).
 //
 // A prepaid admission stands for the caller's credential as it was when Redis charged it. Every
@@ -38,6 +40,11 @@ export interface PrepaidAdmission {
 
 /** Long enough for a caller's next request to come (a streamed answer takes seconds), short enough that one held for nothing is soon given back. */
 export const prepaidLifetimeMs = 5_000;
+/**
+ * Held or asked for at once, per caller: one for the next request, and one more so that a request
+ * sent the moment the last one ended need not wait for the charge that one asked for.
+ */
+export const prepaidPerCaller = 2;
 /** Callers whose last request time this instance remembers (to prepay only for a caller who came back). */
 const rememberedCallers = 10_000;
 
@@ -82,11 +89,14 @@ export function createPrepaidAdmissions(options: {
   counted: (outcome: 'used' | 'given_back') => void;
 }) {
   const { store, feed } = options;
-  const held = new Map<string, PrepaidAdmission>();
-  /** Callers with a prepaid charge asked for and not yet answered, and the feed's epoch when it was asked. */
+  /** What is held per caller, oldest first (never empty: a caller with none has no entry). */
+  const held = new Map<string, PrepaidAdmission[]>();
+  /** Prepaid charges asked for and not yet answered, by their lease id: the feed's epoch when each was asked. */
   const asked = new Map<string, number>();
-  /** Background asks on their way, by caller, until a request claims one to wait for: settled once its answer is handled. */
-  const answering = new Map<string, Promise<void>>();
+  /** How many of those each caller has on its way. */
+  const askedPerCaller = new Map<string, number>();
+  /** Background asks on their way, by caller, until a request claims one to wait for: each settled once its answer is handled. */
+  const answering = new Map<string, Array<Promise<void>>>();
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
   let closed = false;
 
@@ -109,10 +119,11 @@ export function createPrepaidAdmissions(options: {
   /** Gives back what is held for credentials judged on any of `entries` (every one, for null). */
   async function giveBackJudgedOn(entries: ReadonlySet<string> | null): Promise<void> {
     const voided: PrepaidAdmission[] = [];
-    for (const [caller, prepaid] of held) {
-      if (entries !== null && !prepaid.judgedOn.some((entry) => entries.has(entry))) continue;
+    for (const [caller, prepaids] of held) {
+      // One caller's are all judged on the same entries (they are part of its key).
+      if (entries !== null && !prepaids.some((prepaid) => prepaid.judgedOn.some((entry) => entries.has(entry)))) continue;
       held.delete(caller);
-      voided.push(prepaid);
+      voided.push(...prepaids);
     }
     await Promise.all(voided.map(giveBackHeld));
   }
@@ -122,18 +133,22 @@ export function createPrepaidAdmissions(options: {
 
   const sweeper = setInterval(() => {
     const now = performance.now();
-    for (const [caller, prepaid] of held) {
-      if (prepaid.expiresAt > now) continue;
-      held.delete(caller);
-      void giveBackHeld(prepaid);
+    for (const [caller, prepaids] of held) {
+      const expired = prepaids.filter((prepaid) => prepaid.expiresAt <= now);
+      if (expired.length === 0) continue;
+      const kept = prepaids.filter((prepaid) => prepaid.expiresAt > now);
+      if (kept.length === 0) held.delete(caller);
+      else held.set(caller, kept);
+      for (const prepaid of expired) void giveBackHeld(prepaid);
     }
   }, prepaidLifetimeMs / 2);
+
+  const heldFor = (caller: string): number => held.get(caller)?.length ?? 0;
   sweeper.unref();
 
   /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back. */
   function keepOrGiveBack(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
-    const epochAsked = asked.get(caller);
-    asked.delete(caller);
+    const epochAsked = finishAsking(caller, request.prepay.leaseId);
     const standing = result?.prepaid ?? null;
     if (standing === null) return;
     const prepaid: PrepaidAdmission = {
@@ -146,18 +161,37 @@ export function createPrepaidAdmissions(options: {
       judgedOn: request.precondition?.keys ?? [],
       expiresAt: performance.now() + prepaidLifetimeMs,
     };
-    if (closed || epochAsked !== feed.epoch() || held.has(caller) || request.concurrency === null) {
+    if (closed || epochAsked !== feed.epoch() || heldFor(caller) >= prepaidPerCaller || request.concurrency === null) {
       void giveBackHeld(prepaid);
       return;
     }
-    held.set(caller, prepaid);
+    const prepaids = held.get(caller);
+    if (prepaids === undefined) held.set(caller, [prepaid]);
+    else prepaids.push(prepaid);
   }
 
-  /** Marks a prepay ask for the caller, unless one is held or asked for already, or the feed is not current. */
-  function startAsking(caller: string): boolean {
-    if (closed || held.has(caller) || asked.has(caller) || !feed.isCurrent()) return false;
-    asked.set(caller, feed.epoch());
-    return true;
+  /**
+   * Marks a prepay ask for the caller and returns its lease id; null when as many as a caller may
+   * have are held or asked for already, or the feed is not current.
+   */
+  function startAsking(caller: string): string | null {
+    const askedAlready = askedPerCaller.get(caller) ?? 0;
+    if (closed || heldFor(caller) + askedAlready >= prepaidPerCaller || !feed.isCurrent()) return null;
+    const leaseId = randomUUID();
+    asked.set(leaseId, feed.epoch());
+    askedPerCaller.set(caller, askedAlready + 1);
+    return leaseId;
+  }
+
+  /** Ends a prepay ask (answered, refused or lost); returns the feed's epoch when it was asked. */
+  function finishAsking(caller: string, leaseId: string): number | undefined {
+    const epochAsked = asked.get(leaseId);
+    if (epochAsked === undefined) return undefined;
+    asked.delete(leaseId);
+    const left = (askedPerCaller.get(caller) ?? 1) - 1;
+    if (left > 0) askedPerCaller.set(caller, left);
+    else askedPerCaller.delete(caller);
+    return epochAsked;
   }
 
   /** Remembers when the caller was last seen (latest last, so the oldest is forgotten first). */
@@ -166,55 +200,66 @@ export function createPrepaidAdmissions(options: {
     lastSeen.set(caller, now);
   }
 
-  /** Asks Redis to charge the caller's next request alone (the request that used one has ended). */
+  /** Asks Redis to charge the caller's next request alone (a request of a caller coming back has ended). */
   function prepayNext(caller: string, request: AdmissionRequest): void {
-    if (!startAsking(caller)) return;
-    const prepayRequest = { ...request, prepay: { leaseId: randomUUID(), alone: true } };
+    const leaseId = startAsking(caller);
+    if (leaseId === null) return;
+    const prepayRequest = { ...request, prepay: { leaseId, alone: true } };
     const handled = store.admit(prepayRequest).then(
       (result) => keepOrGiveBack(caller, prepayRequest, result),
       (error: unknown) => {
-        asked.delete(caller);
+        finishAsking(caller, leaseId);
         // Refused before it was written (Redis down): nothing was charged, nothing to give back.
-        if (!commandNeverSent(error)) void giveBack(() => giveBackAsked(prepayRequest, prepayRequest.prepay.leaseId));
+        if (!commandNeverSent(error)) void giveBack(() => giveBackAsked(prepayRequest, leaseId));
       },
     );
-    answering.set(caller, handled);
+    const pending = answering.get(caller);
+    if (pending === undefined) answering.set(caller, [handled]);
+    else pending.push(handled);
     void handled.finally(() => {
-      if (answering.get(caller) === handled) answering.delete(caller);
+      const still = answering.get(caller)?.filter((each) => each !== handled) ?? [];
+      if (still.length > 0) answering.set(caller, still);
+      else answering.delete(caller);
     });
   }
 
   return {
     /**
-     * The caller's prepaid admission, for a request with the limits in `request`; null when there is
-     * none this instance may use now. One charged in another minute's or day's quota window, or for a
-     * smaller reservation than this request's, is given back: the quota must count what this one may use.
+     * The oldest of the caller's prepaid admissions that a request with the limits in `request` may
+     * use; null when there is none this instance may use now. One charged in another minute's or
+     * day's quota window, for a smaller reservation than this request's (the quota must count what
+     * this one may use), or past its lifetime, is given back on the way.
      */
     take(caller: string, request: AdmissionRequest): PrepaidAdmission | null {
-      const prepaid = held.get(caller);
-      if (prepaid === undefined || !feed.isCurrent()) return null;
-      held.delete(caller);
-      const fits = request.quotas.every(
-        (quota, index) => quotaBucket(quota, request.now).bucketKey === prepaid.standing.quotas[index]?.bucketKey && quota.reserve <= prepaid.reserveTokens,
-      );
-      if (prepaid.expiresAt <= performance.now() || !fits) {
-        void giveBackHeld(prepaid);
-        return null;
+      const prepaids = held.get(caller);
+      if (prepaids === undefined || !feed.isCurrent()) return null;
+      const now = performance.now();
+      for (let prepaid = prepaids.shift(); prepaid !== undefined; prepaid = prepaids.shift()) {
+        if (prepaids.length === 0) held.delete(caller);
+        const fits = request.quotas.every(
+          (quota, index) => quotaBucket(quota, request.now).bucketKey === prepaid.standing.quotas[index]?.bucketKey && quota.reserve <= prepaid.reserveTokens,
+        );
+        if (prepaid.expiresAt <= now || !fits) {
+          void giveBackHeld(prepaid);
+          continue;
+        }
+        options.counted('used');
+        noteSeen(caller, request.now);
+        return prepaid;
       }
-      options.counted('used');
-      noteSeen(caller, request.now);
-      return prepaid;
+      return null;
     },
     /**
      * The prepay to ask for with this caller's admission, or null: only while the feed is current,
-     * for a caller whose last request started or ended within a prepaid admission's lifetime, and
-     * one at a time per caller.
+     * for a caller whose last request started or ended within a prepaid admission's lifetime, while
+     * fewer than `prepaidPerCaller` are held or asked for.
      */
     prepayFor(caller: string, now: number): AdmissionRequest['prepay'] {
       const previous = lastSeen.get(caller);
       noteSeen(caller, now);
-      if (previous === undefined || now - previous > prepaidLifetimeMs || !startAsking(caller)) return null;
-      return { leaseId: randomUUID(), alone: false };
+      if (previous === undefined || now - previous > prepaidLifetimeMs) return null;
+      const leaseId = startAsking(caller);
+      return leaseId === null ? null : { leaseId, alone: false };
     },
 
     /** Hands over Redis's answer to an admission that asked for a prepay; null when it was not answered by Redis in time. */
@@ -232,12 +277,14 @@ export function createPrepaidAdmissions(options: {
 
     /**
      * A caller's request ended (`request` as it was admitted, its `now` the end). The caller counts as
-     * coming back from now on, however long it ran (a stream); if it was admitted on a prepaid
-     * admission, the next one is asked for now, in the same turn as its settlement.
+     * coming back from now on, however long it ran (a stream). If the request was admitted on a
+     * prepaid admission, or was granted one with its own admission (`keepPrepaying`: Redis charges
+     * them only far from every limit), another is asked for now, in the same turn as its settlement,
+     * while fewer than `prepaidPerCaller` are held or on their way.
      */
-    ended(caller: string, request: AdmissionRequest, usedPrepaid: boolean): void {
+    ended(caller: string, request: AdmissionRequest, keepPrepaying: boolean): void {
       noteSeen(caller, request.now);
-      if (usedPrepaid) prepayNext(caller, request);
+      if (keepPrepaying) prepayNext(caller, request);
     },
 
     prepayNext,
@@ -251,8 +298,9 @@ export function createPrepaidAdmissions(options: {
       const pending = answering.get(caller);
       // Not while the feed is not current: what the answer brings could not be used.
       if (pending === undefined || !feed.isCurrent()) return null;
-      answering.delete(caller);
-      return pending;
+      const claimed = pending.shift() ?? null;
+      if (pending.length === 0) answering.delete(caller);
+      return claimed;
     },
 
     /** Gives back every prepaid admission held here, and any answered from now on (at shutdown). */

@@ -1,6 +1,6 @@
 // Prepaid admissions on two gateway instances sharing PostgreSQL and Redis: a caller coming back is
-// admitted from memory, on a request Redis charged with its previous one, and the next one is
-// charged when that request ends, with its settlement. The limits stay exact (what was charged and not used is given back,
+// admitted from memory, on a request Redis charged with its previous one, and another is charged
+// when that request ends, with its settlement (up to two held per caller). The limits stay exact (what was charged and not used is given back,
 // a refused request uses what is held), and a revoked credential is refused on its very next
 // request on either instance, prepaid admission held or not.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -109,19 +109,19 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
       await watch.answered();
     }
     // The first request checks the credential in full; the second, on the judged credential, marks
-    // the caller as coming back; the third asks for the fourth to be prepaid. From then on each
-    // request is admitted from memory and asks, when it ends, for the next.
+    // the caller as coming back; the third asks for the fourth to be prepaid, and when it ends for
+    // one more. From then on each request is admitted from memory and asks, when it ends, for another.
     expect(watch.onPath()).toBe(3);
-    expect(watch.alone()).toBe(3);
+    expect(watch.alone()).toBe(4);
     expect(await metricValue(first.app, 'rate_limit_prepaid_admissions_total', { outcome: 'used' })).toBe(usedBefore + 3);
     expect(await metricValue(first.app, 'rate_limit_prepaid_feed_current')).toBe(1);
-    // One more is charged in advance while it is held; given back (the key revoked), exactly the six count.
-    expect(await requestsLeft(caller)).toBe(LIMIT - 7);
+    // Two more are charged in advance while they are held; given back (the key revoked), exactly the six count.
+    expect(await requestsLeft(caller)).toBe(LIMIT - 8);
     await revokeKey(first.app, caller);
     await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 6));
   });
 
-  it('asks for the next charge only when the request it admitted ends, in the same turn as that request’s settlement (one script call)', async () => {
+  it('asks for another charge only when a coming-back caller’s request ends, in the same turn as that request’s settlement (one script call)', async () => {
     const caller = await newLimitsCaller(first.app);
     const ip = randomIp();
     const store = stores[0]!;
@@ -141,9 +141,9 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     });
     for (let index = 0; index < 6; index += 1) {
       expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
-      await eventually(async () => expect(aloneAskedWithSettlement).toHaveLength(Math.max(0, index - 2)));
+      await eventually(async () => expect(aloneAskedWithSettlement).toHaveLength(Math.max(0, index - 1)));
     }
-    expect(aloneAskedWithSettlement).toEqual([true, true, true]);
+    expect(aloneAskedWithSettlement).toEqual([true, true, true, true]);
   });
 
   it('has a request that comes before the next charge is answered wait for it, and ask Redis itself when Redis is slower than the limits timeout', async () => {
@@ -156,12 +156,15 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
       const caller = await newLimitsCaller(first.app);
       const ip = randomIp();
       const watch = watchAdmissions(stores[0]!, { delayAloneMs });
-      for (let index = 0; index < 4; index += 1) {
+      for (let index = 0; index < 3; index += 1) {
         expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
-        if (index < 3) await watch.answered();
+        if (index < 2) await watch.answered();
       }
-      // The fourth, admitted on a prepaid admission, has asked for the fifth's charge; its answer is on its way.
-      await eventually(async () => expect(watch.alone()).toBe(1));
+      // The third asked for one with its own admission (answered with it), and for another when it
+      // ended (answered late). The fourth comes at once and uses the first; when it ends it asks for
+      // one more, answered late too.
+      expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+      await eventually(async () => expect(watch.alone()).toBe(2));
       const usedBefore = await used();
       expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
       // Waited for (LIMITS_STORE_TIMEOUT_MS is 900 ms in the tests), or given up on and asked of
@@ -174,24 +177,54 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
       expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
       expect(await used()).toBe(usedBefore + (waited ? 2 : 1));
       await watch.answered();
-      // Six requests, and one more charged in advance: given back once the key is revoked.
-      expect(await requestsLeft(caller)).toBe(LIMIT - 7);
+      // Six requests, and two more charged in advance: given back once the key is revoked.
+      await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 8));
       await revokeKey(first.app, caller);
       await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 6));
     }
+  });
+
+  it('admits a caller that sends its next request the moment the last one ended from memory, though the charge that one asked for is still on its way', async () => {
+    const caller = await newLimitsCaller(first.app);
+    const ip = randomIp();
+    const used = () => metricValue(first.app, 'rate_limit_prepaid_admissions_total', { outcome: 'used' });
+    // Charges asked alone are answered a second late: longer than the limits timeout (900 ms in the
+    // tests), so a request that waited for one would give up and ask Redis itself.
+    const watch = watchAdmissions(stores[0]!, { delayAloneMs: 1_000 });
+    for (let index = 0; index < 3; index += 1) {
+      expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+      if (index < 2) await watch.answered();
+    }
+    // The third asked for one with its own admission and for a second when it ended: both held.
+    await eventually(async () => expect(watch.alone()).toBe(1));
+    await watch.answered();
+    const usedBefore = await used();
+    // Back to back: the fourth uses one and asks for another when it ends (a second on its way); the
+    // fifth, at once, uses the second held — neither waits for Redis nor asks it on its path.
+    expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+    expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+    expect(await used()).toBe(usedBefore + 2);
+    expect(watch.onPath()).toBe(3);
+    await watch.answered();
+    // Five requests, and two charged in advance: given back once the key is revoked.
+    await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 7));
+    await revokeKey(first.app, caller);
+    await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 5));
   });
 
   it('keeps a prepaid admission through a change of another user, and gives it back on a change of its own credential', async () => {
     const caller = await newLimitsCaller(first.app);
     const ip = randomIp();
     for (let index = 0; index < 3; index += 1) expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
+    // Three requests, and two charged in advance (by the third, and when it ended).
+    await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 5));
     const used = () => metricValue(first.app, 'rate_limit_prepaid_admissions_total', { outcome: 'used' });
     const usedBefore = await used();
     await announceUnrelatedChange();
     expectOk(await generate(first.app, { credential: caller.apiKey, remoteAddress: ip }));
     expect(await used()).toBe(usedBefore + 1);
-    // Four requests, and the fifth charged in advance by the fourth: given back once the key is revoked.
-    await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 5));
+    // Four requests, and two held again (the fourth asked for one when it ended): given back once the key is revoked.
+    await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 6));
     await revokeKey(first.app, caller);
     await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 4));
   });
@@ -200,7 +233,7 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     const caller = await newLimitsCaller(first.app);
     const ip = randomIp();
     for (let index = 0; index < 3; index += 1) expectOk(await generate(first.app, { credential: caller.accessToken, path: APP_CHAT_JSON_PATH, remoteAddress: ip }));
-    expect(await requestsLeft(caller)).toBe(LIMIT - 4);
+    await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 5));
     await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 3), 10_000, 250);
   });
 
@@ -231,11 +264,11 @@ describe.skipIf(!hasRealServices)('prepaid admissions', () => {
     const caller = await newLimitsCaller(first.app);
     const ips = [randomIp(), randomIp()];
     const apps = [first.app, second.app];
-    // Three requests in turn on each instance: each then holds a prepaid admission for the caller.
+    // Three requests in turn on each instance: each then holds two prepaid admissions for the caller.
     for (const [index, app] of apps.entries()) {
       for (let turn = 0; turn < 3; turn += 1) expectOk(await generate(app, { credential: caller.apiKey, remoteAddress: ips[index]! }));
     }
-    expect(await requestsLeft(caller)).toBe(LIMIT - 8);
+    await eventually(async () => expect(await requestsLeft(caller)).toBe(LIMIT - 10));
     const burst = await Promise.all(
       Array.from({ length: 2 * LIMIT }, (_, index) => generate(apps[index % 2]!, { credential: caller.apiKey, remoteAddress: ips[index % 2]! })),
     );

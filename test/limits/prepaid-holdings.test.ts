@@ -63,8 +63,8 @@ describe('prepaid admissions held by an instance', () => {
     /** Admits a request that asks for the next to be prepaid, as the limits service does, and hands over the answer. */
     const admitAsking = async () => {
       const asking = request();
-      holdings.prepayFor(caller, asking.now);
-      asking.prepay = holdings.prepayFor(caller, asking.now);
+      // The first call marks a caller not seen before as coming back; for one seen already, it asks.
+      asking.prepay = holdings.prepayFor(caller, asking.now) ?? holdings.prepayFor(caller, asking.now);
       expect(asking.prepay).not.toBeNull();
       const result = await store.admit(asking);
       return { asking, result, handOver: () => holdings.answered(caller, asking, result) };
@@ -82,13 +82,14 @@ describe('prepaid admissions held by an instance', () => {
     expect(outcomes).toEqual(['used']);
   });
 
-  it('asks for one only for a caller seen within the lifetime, and one at a time', async () => {
+  it('asks for one only for a caller seen within the lifetime, and no more than two at a time', async () => {
     const { holdings, caller } = await setUp();
     const now = Date.now();
     expect(holdings.prepayFor(caller, now)).toBeNull();
     expect(holdings.prepayFor(caller, now + 10)).not.toBeNull();
-    // Asked and not yet answered: no second ask.
-    expect(holdings.prepayFor(caller, now + 20)).toBeNull();
+    expect(holdings.prepayFor(caller, now + 20)).not.toBeNull();
+    // Two asked and not yet answered: no third ask.
+    expect(holdings.prepayFor(caller, now + 30)).toBeNull();
     const stranger = prepaidCallerKey(randomUUID(), '192.0.2.1', { keys: [], values: [] });
     expect(holdings.prepayFor(stranger, now)).toBeNull();
     expect(holdings.prepayFor(stranger, now + 6_000)).toBeNull();
@@ -180,6 +181,68 @@ describe('prepaid admissions held by an instance', () => {
     expect(holdings.take(caller, request())).toBeNull();
     await answering;
     expect(holdings.take(caller, request())).not.toBeNull();
+  });
+
+  it('asks for a second one when a coming-back caller’s request ends, so a request sent at once finds one held', async () => {
+    const { holdings, caller, admitAsking, request, remaining, outcomes } = await setUp();
+    const { asking, handOver } = await admitAsking();
+    handOver();
+    const before = await remaining();
+    // The request that asked for the first one ends: one more is charged, in the background.
+    holdings.ended(caller, { ...asking, now: Date.now() }, true);
+    await holdings.claimAnswering(caller);
+    expect(await remaining()).toEqual({ requests: (before.requests ?? 0) - 1, tokens: (before.tokens ?? 0) + 20 });
+    expect(holdings.take(caller, request())).not.toBeNull();
+    expect(holdings.take(caller, request())).not.toBeNull();
+    expect(holdings.take(caller, request())).toBeNull();
+    expect(outcomes).toEqual(['used', 'used']);
+  });
+
+  it('asks for none when a request ends that neither used one nor asked for one, nor beyond two held', async () => {
+    const { holdings, caller, admitAsking, request, remaining } = await setUp();
+    const before = await remaining();
+    // A caller's request admitted on a full check (not coming back) ends: nothing is charged ahead.
+    holdings.ended(caller, request(), false);
+    expect(holdings.claimAnswering(caller)).toBeNull();
+    expect(await remaining()).toEqual(before);
+    // Two held already: the end of a request that used neither asks for no third.
+    const { asking, handOver } = await admitAsking();
+    handOver();
+    holdings.ended(caller, { ...asking, now: Date.now() }, true);
+    await holdings.claimAnswering(caller);
+    holdings.ended(caller, { ...asking, now: Date.now() }, true);
+    expect(holdings.claimAnswering(caller)).toBeNull();
+    expect(holdings.take(caller, request())).not.toBeNull();
+    expect(holdings.take(caller, request())).not.toBeNull();
+    expect(holdings.take(caller, request())).toBeNull();
+  });
+
+  it('hands out the oldest that fits, and gives back on the way one that does not', async () => {
+    const { holdings, caller, admitAsking, request, outcomes } = await setUp();
+    const { asking, handOver } = await admitAsking();
+    handOver();
+    // The second is charged for a larger reservation (a request that ended asking for more tokens).
+    const larger = (base: AdmissionRequest): AdmissionRequest => ({ ...base, quotas: base.quotas.map((quota) => ({ ...quota, reserve: 30 })) });
+    holdings.ended(caller, larger({ ...asking, now: Date.now() }), true);
+    await holdings.claimAnswering(caller);
+    // A request reserving 30 cannot use the first (charged 20): it is given back, and the second used.
+    expect(holdings.take(caller, larger(request()))?.reserveTokens).toBe(30);
+    expect(outcomes).toEqual(['given_back', 'used']);
+    expect(holdings.take(caller, request())).toBeNull();
+  });
+
+  it('gives back both it holds for a caller when a change names the caller’s entries', async () => {
+    const { holdings, caller, admitAsking, request, remaining, userId, feed, outcomes } = await setUp();
+    const before = await remaining();
+    const { asking, handOver } = await admitAsking();
+    handOver();
+    holdings.ended(caller, { ...asking, now: Date.now() }, true);
+    await holdings.claimAnswering(caller);
+    feed.change(`auth:user:v2:${userId}`);
+    expect(outcomes).toEqual(['given_back', 'given_back']);
+    expect(holdings.take(caller, request())).toBeNull();
+    // What stays charged is the request that asked (its own charge): both prepaid ones are undone.
+    await expect.poll(remaining).toEqual({ requests: (before.requests ?? 0) - 1, tokens: (before.tokens ?? 0) + 20 });
   });
 
   it('counts a caller as coming back from the end of its last request, however long that ran', async () => {
