@@ -110,7 +110,7 @@ function parseVariant(specification: string): Variant {
 
 async function start(variant: Variant, upstreamUrl: string): Promise<{ target: Target; process: Started }> {
   if (variant.proxy) {
-    const proxy = await startMinimalProxy({ port: 0, upstreamUrl });
+    const proxy = await startMinimalProxy({ port: 0, upstreamUrl, environment: variant.environment });
     return { target: target(variant.name, proxy.url, {}, proxy.pid), process: proxy };
   }
   const gateway = await startGateway({

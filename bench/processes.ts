@@ -151,11 +151,11 @@ export async function startGateway(options: {
   return startProcess({ name: 'gateway', args: [...profile, options.entry ?? 'dist/src/main.js'], env, ready: { probe: `http://127.0.0.1:${port}` } });
 }
 
-export function startMinimalProxy(options: { port: number; upstreamUrl: string }): Promise<Started> {
+export function startMinimalProxy(options: { port: number; upstreamUrl: string; environment?: Record<string, string> }): Promise<Started> {
   return startProcess({
     name: 'minimal proxy',
     args: ['--import', 'tsx', 'bench/minimal-proxy.ts'],
-    env: { PORT: String(options.port), UPSTREAM_URL: options.upstreamUrl },
+    env: { ...options.environment, PORT: String(options.port), UPSTREAM_URL: options.upstreamUrl },
     ready: /listening on (http:\/\/[^\s]+)/,
   });
 }
