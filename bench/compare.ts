@@ -180,10 +180,11 @@ async function measureRound(measured: Measured, mode: Mode, streams: number, gap
 
 function report(measured: Measured, mode: Mode): string {
   const name = measured.variant.name.padEnd(32);
-  const cpu = ((measured.cpuMilliseconds * 1000) / Math.max(1, measured.units)).toFixed(1);
+  /** Microseconds per request (or per relayed event) of so many milliseconds of CPU. */
+  const per = (milliseconds: number) => ((milliseconds * 1000) / Math.max(1, measured.units)).toFixed(1);
+  const cpu = per(measured.cpuMilliseconds);
   if (mode === 'throughput') {
     const rate = measured.ratesPerSecond.reduce((sum, value) => sum + value, 0) / measured.ratesPerSecond.length;
-    const per = (milliseconds: number) => ((milliseconds * 1000) / Math.max(1, measured.units)).toFixed(1);
     const { simulator, loadGenerator, redis, postgres } = measured.machine;
     return (
       `${name} ${cpu} µs CPU per request   ${rate.toFixed(0)} requests/s   rounds: ${measured.ratesPerSecond.map((value) => value.toFixed(0)).join(' ')}\n` +

@@ -243,9 +243,9 @@ export function createLimitsService(dependencies: {
       /**
        * The admission granted on `target`: headers from where the limits stand, a kept-alive lease, and
        * its settlement — issued in the same turn as what the prepaid admissions ask of Redis when a
-       * request ends, so both go in one script call.
+       * request ends, so both go in one script call. `comingBack`: admitted on a prepaid admission, or
+       * granted one with its own admission — another is asked for when it ends.
        */
-      /** `comingBack`: admitted on a prepaid admission, or granted one with its own: another is asked for when it ends. */
       const admitted = (target: KeyValueStore, grant: Grant & { standing: AdmissionStanding }, comingBack = false): Admission => {
         // A long stream keeps its slot; a dead instance's slot lapses within leaseTtlMs. Decided on
         // this instance's memory, it also keeps alive the lease Redis granted late or may have granted

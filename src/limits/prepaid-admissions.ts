@@ -91,10 +91,8 @@ export function createPrepaidAdmissions(options: {
   const { store, feed } = options;
   /** What is held per caller, oldest first (never empty: a caller with none has no entry). */
   const held = new Map<string, PrepaidAdmission[]>();
-  /** Prepaid charges asked for and not yet answered, by their lease id: the feed's epoch when each was asked. */
-  const asked = new Map<string, number>();
-  /** How many of those each caller has on its way. */
-  const askedPerCaller = new Map<string, number>();
+  /** Prepaid charges asked for and not yet answered, per caller and by lease id: the feed's epoch when each was asked. */
+  const asked = new Map<string, Map<string, number>>();
   /** Background asks on their way, by caller, until a request claims one to wait for: each settled once its answer is handled. */
   const answering = new Map<string, Array<Promise<void>>>();
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
@@ -142,9 +140,9 @@ export function createPrepaidAdmissions(options: {
       for (const prepaid of expired) void giveBackHeld(prepaid);
     }
   }, prepaidLifetimeMs / 2);
+  sweeper.unref();
 
   const heldFor = (caller: string): number => held.get(caller)?.length ?? 0;
-  sweeper.unref();
 
   /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back. */
   function keepOrGiveBack(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
@@ -175,22 +173,20 @@ export function createPrepaidAdmissions(options: {
    * have are held or asked for already, or the feed is not current.
    */
   function startAsking(caller: string): string | null {
-    const askedAlready = askedPerCaller.get(caller) ?? 0;
-    if (closed || heldFor(caller) + askedAlready >= prepaidPerCaller || !feed.isCurrent()) return null;
+    const askedForCaller = asked.get(caller);
+    if (closed || heldFor(caller) + (askedForCaller?.size ?? 0) >= prepaidPerCaller || !feed.isCurrent()) return null;
     const leaseId = randomUUID();
-    asked.set(leaseId, feed.epoch());
-    askedPerCaller.set(caller, askedAlready + 1);
+    if (askedForCaller === undefined) asked.set(caller, new Map([[leaseId, feed.epoch()]]));
+    else askedForCaller.set(leaseId, feed.epoch());
     return leaseId;
   }
 
   /** Ends a prepay ask (answered, refused or lost); returns the feed's epoch when it was asked. */
   function finishAsking(caller: string, leaseId: string): number | undefined {
-    const epochAsked = asked.get(leaseId);
-    if (epochAsked === undefined) return undefined;
-    asked.delete(leaseId);
-    const left = (askedPerCaller.get(caller) ?? 1) - 1;
-    if (left > 0) askedPerCaller.set(caller, left);
-    else askedPerCaller.delete(caller);
+    const askedForCaller = asked.get(caller);
+    const epochAsked = askedForCaller?.get(leaseId);
+    askedForCaller?.delete(leaseId);
+    if (askedForCaller?.size === 0) asked.delete(caller);
     return epochAsked;
   }
 

@@ -198,7 +198,7 @@ describe('prepaid admissions held by an instance', () => {
     expect(outcomes).toEqual(['used', 'used']);
   });
 
-  it('asks for none when a request ends that neither used one nor asked for one, nor beyond two held', async () => {
+  it('asks for none when a request ends that neither used one nor was granted one, nor beyond two held', async () => {
     const { holdings, caller, admitAsking, request, remaining } = await setUp();
     const before = await remaining();
     // A caller's request admitted on a full check (not coming back) ends: nothing is charged ahead.
