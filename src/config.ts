@@ -47,6 +47,7 @@ export interface Config {
   };
   relay: {
     connectTimeoutMs: number;
+    keepAliveTimeoutMs: number;
     /** Streams: time until vLLM's response headers. */
     headersTimeoutMs: number;
     /** Streams: longest silence between two events. */
@@ -162,6 +163,9 @@ export function parseConfig(environment: Environment): LoadedConfig {
     },
     relay: {
       connectTimeoutMs: read.integer('UPSTREAM_CONNECT_TIMEOUT_MS', { fallback: 5000, min: 10, max: 600_000 }),
+      // Below vLLM's own 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE), which uvicorn does not announce: the
+      // gateway closes an idle connection before vLLM can close it under a request just sent on it.
+      keepAliveTimeoutMs: read.integer('UPSTREAM_KEEP_ALIVE_TIMEOUT_MS', { fallback: 4000, min: 100, max: 600_000 }),
       headersTimeoutMs: read.integer('UPSTREAM_HEADERS_TIMEOUT_MS', { fallback: 60_000, min: 10, max: 3_600_000 }),
       idleTimeoutMs: read.integer('UPSTREAM_IDLE_TIMEOUT_MS', { fallback: 120_000, min: 10, max: 3_600_000 }),
       totalTimeoutMs: read.integer('UPSTREAM_TOTAL_TIMEOUT_MS', { fallback: 900_000, min: 10, max: 86_400_000 }),

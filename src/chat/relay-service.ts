@@ -195,7 +195,10 @@ export function createRelayService(dependencies: {
     for (let attempt = 0; upstream === null; attempt += 1) {
       let current: UpstreamLease;
       try {
-        current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried, signal });
+        // After a reset the same server is tried again if no other can take it: a connection vLLM
+        // was closing as the request went out on it (idle, kept alive) failed before vLLM read it.
+        const afterReset = lastFailure instanceof UpstreamFailure && lastFailure.kind === 'reset';
+        current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried, triedAgainIfAlone: afterReset, signal });
         lease = current;
       } catch (error) {
         const ended = endedByUs();

@@ -37,6 +37,8 @@ export interface SimulatorOptions {
   healthDelayMs?: number;
   /** How many received requests `received` keeps. */
   receivedLimit?: number;
+  /** How long an idle keep-alive connection stays open (uvicorn's default, and vLLM's: 5 s). */
+  keepAliveMs?: number;
 }
 
 /** What `simulator.update()` can change while it runs. */
@@ -55,6 +57,8 @@ export interface SimulatorSettings {
   version: string;
   errorFormat: ErrorFormat;
   fault: SimulatorFault | null;
+  /** Requests the fault still applies to; null: every one until it is cleared. */
+  faultUsesLeft: number | null;
   healthy: boolean;
   healthDelayMs: number;
 }
@@ -63,6 +67,7 @@ export const DEFAULT_MODEL: SimulatedModel = { id: 'sim-llama-3-8b', maxModelLen
 export const DEFAULT_MAX_RUNNING = 256;
 export const DEFAULT_RECEIVED_LIMIT = 200;
 export const DEFAULT_VERSION = '0.11.0';
+export const DEFAULT_KEEP_ALIVE_MS = 5000;
 
 export function createSettings(options: SimulatorOptions): SimulatorSettings {
   return {
@@ -74,6 +79,7 @@ export function createSettings(options: SimulatorOptions): SimulatorSettings {
     version: options.version ?? DEFAULT_VERSION,
     errorFormat: options.errorFormat ?? 'envelope',
     fault: options.fault ?? null,
+    faultUsesLeft: null,
     healthy: options.healthy ?? true,
     healthDelayMs: nonNegative(options.healthDelayMs ?? 0),
   };

@@ -8,6 +8,7 @@ import { handleGeneration } from './generation-handler.js';
 import { readBody, sendEmpty, sendError, sendJson, watchClient, type ClientConnection } from './http-io.js';
 import { renderModelList } from './models.js';
 import { sleep } from './pacer.js';
+import type { SimulatorSettings } from './options.js';
 import type { SimulatorRuntime } from './runtime.js';
 import { handleDetokenize, handleTokenize } from './tokenize-handler.js';
 
@@ -131,7 +132,19 @@ function resolveFault(
   if (!fromHeader.ok) return { ok: false, error: httpError(400, fromHeader.message) };
   const fromBody = parseFault(isJsonObject(parsedBody) ? parsedBody[FAULT_BODY_FIELD] : undefined, FAULT_BODY_FIELD);
   if (!fromBody.ok) return { ok: false, error: httpError(400, fromBody.message) };
-  return { ok: true, fault: mergeFaults([runtime.settings.fault, fromHeader.fault, fromBody.fault]) };
+  return { ok: true, fault: mergeFaults([takeServerFault(runtime.settings), fromHeader.fault, fromBody.fault]) };
+}
+
+/** The fault set with `setFault`, counting this request against its uses. */
+function takeServerFault(settings: SimulatorSettings): SimulatorFault | null {
+  const fault = settings.fault;
+  if (fault === null || settings.faultUsesLeft === null) return fault;
+  settings.faultUsesLeft -= 1;
+  if (settings.faultUsesLeft <= 0) {
+    settings.fault = null;
+    settings.faultUsesLeft = null;
+  }
+  return fault;
 }
 
 /** vLLM takes JSON only: another content type is 415, a body that is not a JSON object is 400. */

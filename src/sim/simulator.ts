@@ -5,10 +5,11 @@ import type { AddressInfo } from 'node:net';
 import type { SimulatorFault } from './faults.js';
 import { SimulatorMetrics, type FinishedReason } from './metrics.js';
 import { createModelRegistry } from './models.js';
-import { DEFAULT_MAX_RUNNING, DEFAULT_RECEIVED_LIMIT, createSettings, type SimulatorOptions, type SimulatorUpdate } from './options.js';
+import { DEFAULT_KEEP_ALIVE_MS, DEFAULT_MAX_RUNNING, DEFAULT_RECEIVED_LIMIT, createSettings, type SimulatorOptions, type SimulatorUpdate } from './options.js';
 import { ReceivedLog, type ReceivedRequest } from './received-log.js';
 import type { SimulatorRuntime } from './runtime.js';
 import { Scheduler } from './scheduler.js';
+import { closeIdleConnections } from './keep-alive.js';
 import { createRequestListener } from './server.js';
 
 export interface SimulatorStats {
@@ -17,6 +18,8 @@ export interface SimulatorStats {
   finished: Record<FinishedReason, number>;
   /** Requests received since start (any path), including those `clearReceived` dropped. */
   received: number;
+  /** Connections accepted since start. */
+  connections: number;
 }
 
 export interface Simulator {
@@ -30,7 +33,8 @@ export interface Simulator {
   /** The last `receivedLimit` requests, oldest first. */
   readonly received: ReceivedRequest[];
   clearReceived(): void;
-  setFault(fault: SimulatorFault | null): void;
+  /** A fault for every request from now on (faults apply to), or only the next `times` of them. */
+  setFault(fault: SimulatorFault | null, options?: { times?: number }): void;
   setHealthy(healthy: boolean): void;
   update(options: SimulatorUpdate): void;
 }
@@ -54,9 +58,11 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   };
 
   const server = createServer(createRequestListener(runtime));
-  // Long streams must not be cut by Node's request timeout; keep-alive matches uvicorn's 5 s.
+  // Long streams must not be cut by Node's request timeout.
   server.requestTimeout = 0;
-  server.keepAliveTimeout = 5000;
+  closeIdleConnections(server, options.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS);
+  let connections = 0;
+  server.on('connection', () => (connections += 1));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ port: options.port ?? 0, host: options.host ?? '127.0.0.1', backlog: 4096 }, () => {
@@ -72,6 +78,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     waiting: scheduler.waiting,
     finished: { ...runtime.finished },
     received: runtime.received.total,
+    connections,
   });
 
   return {
@@ -106,8 +113,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       return runtime.received.snapshot();
     },
     clearReceived: () => runtime.received.clear(),
-    setFault: (fault) => {
+    setFault: (fault, faultOptions) => {
       settings.fault = fault;
+      settings.faultUsesLeft = faultOptions?.times ?? null;
     },
     setHealthy: (healthy) => {
       settings.healthy = healthy;

@@ -126,8 +126,17 @@ export function createUpstreamRouter(settings: RouterSettings, initial: Upstream
     aliases: () => ({ ...aliases }),
 
     /** Claims a server for one request, waiting briefly in a bounded queue when all are full. */
-    async acquire(input: { model: string | null; affinityKey: string | null; exclude?: ReadonlySet<string>; signal?: AbortSignal }): Promise<UpstreamLease> {
-      const exclude = input.exclude ?? new Set<string>();
+    async acquire(input: {
+      model: string | null;
+      affinityKey: string | null;
+      /** Servers not to use (those already tried)… */
+      exclude?: ReadonlySet<string>;
+      /** …unless no other server could take the request at all. */
+      triedAgainIfAlone?: boolean;
+      signal?: AbortSignal;
+    }): Promise<UpstreamLease> {
+      let exclude = input.exclude ?? new Set<string>();
+      if (input.triedAgainIfAlone === true && candidates(input.model, exclude).length === 0) exclude = new Set<string>();
       const chosen = choose(input.model, input.affinityKey, exclude);
       if (chosen === 'none_available') throw new GatewayError('upstream_unavailable', 'No healthy vLLM server can take this request');
       if (chosen !== 'all_full') return lease(chosen);

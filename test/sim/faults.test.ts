@@ -106,6 +106,14 @@ describe('simulator faults', () => {
     expect(malformed.text).toBe(MALFORMED_BODY);
   });
 
+  it('applies a server-wide fault to the next N requests only when given a count', async () => {
+    const body = { messages: userMessage('counted'), max_tokens: 2 };
+    simulator.setFault({ status: 503 }, { times: 2 });
+    const statuses: number[] = [];
+    for (let index = 0; index < 4; index += 1) statuses.push((await postJson({ url: chatUrl, body })).status);
+    expect(statuses).toEqual([503, 503, 200, 200]);
+  });
+
   it('rejects a fault it cannot read with 400', async () => {
     const badHeader = await postJson({ url: chatUrl, body: streamBody, headers: { [FAULT_HEADER]: 'not json' } });
     expect(badHeader.status).toBe(400);
