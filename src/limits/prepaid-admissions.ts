@@ -95,6 +95,8 @@ export function createPrepaidAdmissions(options: {
   const asked = new Map<string, Map<string, number>>();
   /** Background asks on their way, by caller, until a request claims one to wait for: each settled once its answer is handled. */
   const answering = new Map<string, Array<Promise<void>>>();
+  /** Every background ask on its way, claimed or not: closing waits for them, to give back what they bring. */
+  const inFlight = new Set<Promise<void>>();
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
   let closed = false;
 
@@ -144,11 +146,11 @@ export function createPrepaidAdmissions(options: {
 
   const heldFor = (caller: string): number => held.get(caller)?.length ?? 0;
 
-  /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back. */
-  function keepOrGiveBack(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
+  /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back (resolved once sent). */
+  function keepOrGiveBack(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): Promise<void> {
     const epochAsked = finishAsking(caller, request.prepay.leaseId);
     const standing = result?.prepaid ?? null;
-    if (standing === null) return;
+    if (standing === null) return Promise.resolve();
     const prepaid: PrepaidAdmission = {
       leaseId: request.prepay.leaseId,
       reserveTokens: request.quotas[0]?.reserve ?? 0,
@@ -159,13 +161,11 @@ export function createPrepaidAdmissions(options: {
       judgedOn: request.precondition?.keys ?? [],
       expiresAt: performance.now() + prepaidLifetimeMs,
     };
-    if (closed || epochAsked !== feed.epoch() || heldFor(caller) >= prepaidPerCaller || request.concurrency === null) {
-      void giveBackHeld(prepaid);
-      return;
-    }
+    if (closed || epochAsked !== feed.epoch() || heldFor(caller) >= prepaidPerCaller || request.concurrency === null) return giveBackHeld(prepaid);
     const prepaids = held.get(caller);
     if (prepaids === undefined) held.set(caller, [prepaid]);
     else prepaids.push(prepaid);
+    return Promise.resolve();
   }
 
   /**
@@ -206,13 +206,15 @@ export function createPrepaidAdmissions(options: {
       (error: unknown) => {
         finishAsking(caller, leaseId);
         // Refused before it was written (Redis down): nothing was charged, nothing to give back.
-        if (!commandNeverSent(error)) void giveBack(() => giveBackAsked(prepayRequest, leaseId));
+        if (!commandNeverSent(error)) return giveBack(() => giveBackAsked(prepayRequest, leaseId));
       },
     );
     const pending = answering.get(caller);
     if (pending === undefined) answering.set(caller, [handled]);
     else pending.push(handled);
+    inFlight.add(handled);
     void handled.finally(() => {
+      inFlight.delete(handled);
       const still = answering.get(caller)?.filter((each) => each !== handled) ?? [];
       if (still.length > 0) answering.set(caller, still);
       else answering.delete(caller);
@@ -262,7 +264,7 @@ export function createPrepaidAdmissions(options: {
     answered(caller: string, request: AdmissionRequest, result: AdmissionResult | null): void {
       const prepay = request.prepay;
       if (prepay == null) return;
-      keepOrGiveBack(caller, { ...request, prepay }, result);
+      void keepOrGiveBack(caller, { ...request, prepay }, result);
     },
 
     /** Gives back what Redis may have granted to a prepay whose answer was given up on or lost. */
@@ -299,10 +301,14 @@ export function createPrepaidAdmissions(options: {
       return claimed;
     },
 
-    /** Gives back every prepaid admission held here, and any answered from now on (at shutdown). */
+    /**
+     * Gives back every prepaid admission held here and, once answered, every one still on its way
+     * (at shutdown, before the store closes: one answered after it could not be given back).
+     */
     async close(): Promise<void> {
       closed = true;
       clearInterval(sweeper);
+      await Promise.all(inFlight);
       await giveBackJudgedOn(null);
     },
   };

@@ -38,12 +38,24 @@ describe('prepaid admissions held by an instance', () => {
     for (const each of opened.splice(0)) await each.close();
   });
 
-  async function setUp() {
-    const store: KeyValueStore = createMemoryStore();
+  async function setUp(options: { answerDelayMs?: number } = {}) {
+    const memory: KeyValueStore = createMemoryStore();
+    // Redis answering late: the charge is made at once, its answer comes answerDelayMs after.
+    const answerDelayMs = options.answerDelayMs ?? 0;
+    const store: KeyValueStore =
+      answerDelayMs === 0
+        ? memory
+        : Object.assign(Object.create(memory) as KeyValueStore, {
+            admit: async (request: AdmissionRequest) => {
+              const result = await memory.admit(request);
+              await new Promise((resolve) => setTimeout(resolve, answerDelayMs));
+              return result;
+            },
+          });
     const feed = drivenFeed();
     const outcomes: string[] = [];
     const holdings = createPrepaidAdmissions({ store, feed, onGiveBackFailed: () => undefined, counted: (outcome) => outcomes.push(outcome) });
-    opened.push(holdings, store);
+    opened.push(holdings, memory);
     const userId = randomUUID();
     const precondition = { keys: [`auth:key:${userId}`, `auth:user:v2:${userId}`], values: ['key state', 'user state'] };
     // The credential's state as the store holds it: what the admission's precondition checks.
@@ -298,5 +310,18 @@ describe('prepaid admissions held by an instance', () => {
     await holdings.close();
     expect(outcomes).toEqual(['given_back']);
     expect(await remaining()).toEqual({ requests: (charged.requests ?? 0) + 1, tokens: (charged.tokens ?? 0) - 20 });
+  });
+
+  it('waits, when it closes, for a charge still on its way, and gives it back: the store may close next', async () => {
+    const { holdings, caller, request, admitAsking, remaining, outcomes } = await setUp({ answerDelayMs: 200 });
+    (await admitAsking()).handOver();
+    expect(holdings.take(caller, request())).not.toBeNull();
+    const before = await remaining();
+    holdings.prepayNext(caller, request());
+    // Charged in the store at once; its answer is on its way when the instance shuts down.
+    await expect.poll(remaining).toEqual({ requests: (before.requests ?? 0) - 1, tokens: (before.tokens ?? 0) + 20 });
+    await holdings.close();
+    expect(outcomes.at(-1)).toBe('given_back');
+    expect(await remaining()).toEqual(before);
   });
 });
