@@ -6,8 +6,10 @@ import type { AdmissionFailure, AdmissionRequest, AdmissionResult, Settlement } 
 import { preconditionFailed, quotaBucket } from './admission.js';
 
 /**
- * KEYS: rate keys, then quota bucket keys, then the concurrency key (if any), then precondition keys.
- * ARGV: now, rate count, quota count, has concurrency (0/1), precondition count; per rate: limit,
+ * One admission. Each operation reads its slice of the call's KEYS and ARGV in place, from
+ * key_base + 1 and arg_base + 1 on (copying them out cost Redis more than the rest of the work).
+ * Its keys: rate keys, then quota bucket keys, then the concurrency key (if any), then precondition keys.
+ * Its arguments: now, rate count, quota count, has concurrency (0/1), precondition count; per rate: limit,
  * window; per quota: limit, reserve, ttl; concurrency: limit, lease id, lease ttl; prepay (0 none,
  * 1 with this request, 2 alone) and the prepaid lease id; per precondition key: '-' (must be
  * absent) or '=' followed by the exact value.
@@ -17,21 +19,21 @@ import { preconditionFailed, quotaBucket } from './admission.js';
  * Alone, a prepaid charge not granted answers {0, 0, 0, 0}.
  */
 const admitOne = `
-local function admit_one(KEYS, ARGV)
-  local now = tonumber(ARGV[1])
-  local rate_count = tonumber(ARGV[2])
-  local quota_count = tonumber(ARGV[3])
-  local has_concurrency = tonumber(ARGV[4])
-  local precondition_count = tonumber(ARGV[5])
+local function admit_one(key_base, arg_base, arg_count)
+  local now = tonumber(ARGV[arg_base + 1])
+  local rate_count = tonumber(ARGV[arg_base + 2])
+  local quota_count = tonumber(ARGV[arg_base + 3])
+  local has_concurrency = tonumber(ARGV[arg_base + 4])
+  local precondition_count = tonumber(ARGV[arg_base + 5])
   local prepay_at = 6 + rate_count * 2 + quota_count * 3 + has_concurrency * 3
-  local prepay = tonumber(ARGV[prepay_at])
-  local prepaid_lease = ARGV[prepay_at + 1]
+  local prepay = tonumber(ARGV[arg_base + prepay_at])
+  local prepaid_lease = ARGV[arg_base + prepay_at + 1]
   if precondition_count > 0 then
     local first_key = rate_count + quota_count + has_concurrency
-    local first_value = #ARGV - precondition_count
+    local first_value = arg_count - precondition_count
     for i = 1, precondition_count do
-      local current = redis.call('GET', KEYS[first_key + i])
-      local expected = ARGV[first_value + i]
+      local current = redis.call('GET', KEYS[key_base + first_key + i])
+      local expected = ARGV[arg_base + first_value + i]
       if expected == '-' then
         if current then return {0, 4, 0, 0} end
       elseif current ~= string.sub(expected, 2) then
@@ -42,13 +44,18 @@ local function admit_one(KEYS, ARGV)
   -- A request of its own is charged unless only a prepaid one was asked for.
   local charged = prepay ~= 2
   local out = {1, 0, 0, 0}
+  -- Each number is read from its argument once, and an argument Redis takes as it came is passed
+  -- on as text: tonumber and formatting a number are most of what this script costs Redis.
+  local rate_limits = {}
+  local windows = {}
   local tats = {}
   local intervals = {}
   for i = 1, rate_count do
-    local limit = tonumber(ARGV[4 + i * 2]); local window = tonumber(ARGV[5 + i * 2])
+    local limit = tonumber(ARGV[arg_base + 4 + i * 2]); local window = tonumber(ARGV[arg_base + 5 + i * 2])
+    rate_limits[i] = limit; windows[i] = window
     local interval = window / limit
     local tat = now
-    local stored = redis.call('GET', KEYS[i])
+    local stored = redis.call('GET', KEYS[key_base + i])
     if stored then
       local stored_tat, stored_interval = string.match(stored, '^(%S+) (%S+)$')
       stored_tat = tonumber(stored_tat); stored_interval = tonumber(stored_interval)
@@ -68,21 +75,25 @@ local function admit_one(KEYS, ARGV)
     tats[i] = tat; intervals[i] = interval
   end
   local quota_args = 6 + rate_count * 2
+  local quota_limits = {}
+  local reserves = {}
   local used = {}
   for i = 1, quota_count do
-    local limit = tonumber(ARGV[quota_args + (i - 1) * 3])
-    local value = tonumber(redis.call('GET', KEYS[rate_count + i]) or '0')
-    if charged and value >= limit then return {0, 2, i - 1, tonumber(ARGV[quota_args + (i - 1) * 3 + 2])} end
+    local limit = tonumber(ARGV[arg_base + quota_args + (i - 1) * 3])
+    local value = tonumber(redis.call('GET', KEYS[key_base + rate_count + i]) or '0')
+    if charged and value >= limit then return {0, 2, i - 1, tonumber(ARGV[arg_base + quota_args + (i - 1) * 3 + 2])} end
+    quota_limits[i] = limit; reserves[i] = tonumber(ARGV[arg_base + quota_args + (i - 1) * 3 + 1])
     used[i] = value
   end
-  local concurrency_key = KEYS[rate_count + quota_count + 1]
+  local concurrency_key = KEYS[key_base + rate_count + quota_count + 1]
   local concurrency_args = quota_args + quota_count * 3
   local leases = 0
+  local concurrency_limit = 0
   if has_concurrency == 1 then
-    local limit = tonumber(ARGV[concurrency_args])
-    redis.call('ZREMRANGEBYSCORE', concurrency_key, '-inf', now)
+    concurrency_limit = tonumber(ARGV[arg_base + concurrency_args])
+    redis.call('ZREMRANGEBYSCORE', concurrency_key, '-inf', ARGV[arg_base + 1])
     leases = redis.call('ZCARD', concurrency_key)
-    if charged and leases >= limit then
+    if charged and leases >= concurrency_limit then
       local soonest = redis.call('ZRANGE', concurrency_key, 0, 0, 'WITHSCORES')
       return {0, 3, 0, math.max(1000, tonumber(soonest[2]) - now)}
     end
@@ -92,35 +103,35 @@ local function admit_one(KEYS, ARGV)
   -- half the concurrency cap is in use with it (prepaidMargin and prepaidConcurrencyRoom).
   local granted = false
   if prepay ~= 0 and has_concurrency == 1 then
-    granted = leases + 1 <= math.floor(tonumber(ARGV[concurrency_args]) / 2)
+    granted = leases + 1 <= math.floor(concurrency_limit / 2)
     for i = 1, rate_count do
-      local limit = tonumber(ARGV[4 + i * 2]); local window = tonumber(ARGV[5 + i * 2])
-      if math.floor((now + window - (tats[i] + intervals[i])) / intervals[i]) < math.ceil(limit / 10) then granted = false end
+      if math.floor((now + windows[i] - (tats[i] + intervals[i])) / intervals[i]) < math.ceil(rate_limits[i] / 10) then granted = false end
     end
     for i = 1, quota_count do
-      local limit = tonumber(ARGV[quota_args + (i - 1) * 3]); local reserve = tonumber(ARGV[quota_args + (i - 1) * 3 + 1])
-      local after = used[i] + (charged and reserve or 0) + reserve
-      if after + math.ceil(limit / 10) > limit then granted = false end
+      local after = used[i] + (charged and reserves[i] or 0) + reserves[i]
+      if after + math.ceil(quota_limits[i] / 10) > quota_limits[i] then granted = false end
     end
   end
   if not charged and not granted then return {0, 0, 0, 0} end
   local charges = (charged and 1 or 0) + (granted and 1 or 0)
   for i = 1, rate_count do
-    local window = tonumber(ARGV[5 + i * 2])
+    local window = windows[i]
     if granted then tats[i] = tats[i] + intervals[i] end
     -- %.17g keeps every bit of the double, so the script and its JS twin agree to the last digit.
-    redis.call('SET', KEYS[i], string.format('%.17g %.17g', tats[i], intervals[i]), 'PX', math.ceil(window))
+    -- A whole window (as the gateway sends it) is its own argument's text.
+    redis.call('SET', KEYS[key_base + i], string.format('%.17g %.17g', tats[i], intervals[i]), 'PX', window == math.floor(window) and ARGV[arg_base + 5 + i * 2] or math.ceil(window))
   end
   for i = 1, quota_count do
-    local reserve = tonumber(ARGV[quota_args + (i - 1) * 3 + 1]); local ttl = tonumber(ARGV[quota_args + (i - 1) * 3 + 2])
-    used[i] = redis.call('INCRBY', KEYS[rate_count + i], reserve * charges)
-    redis.call('PEXPIRE', KEYS[rate_count + i], ttl)
+    local reserve = reserves[i]
+    used[i] = redis.call('INCRBY', KEYS[key_base + rate_count + i], reserve * charges)
+    redis.call('PEXPIRE', KEYS[key_base + rate_count + i], ARGV[arg_base + quota_args + (i - 1) * 3 + 2])
     if charged then table.insert(out, used[i] - (granted and reserve or 0)) end
   end
   if has_concurrency == 1 then
-    local lease_ttl = tonumber(ARGV[concurrency_args + 2])
-    if charged then redis.call('ZADD', concurrency_key, now + lease_ttl, ARGV[concurrency_args + 1]) end
-    if granted then redis.call('ZADD', concurrency_key, now + lease_ttl, prepaid_lease) end
+    local lease_ttl = ARGV[arg_base + concurrency_args + 2]
+    local expires_at = now + tonumber(lease_ttl)
+    if charged then redis.call('ZADD', concurrency_key, expires_at, ARGV[arg_base + concurrency_args + 1]) end
+    if granted then redis.call('ZADD', concurrency_key, expires_at, prepaid_lease) end
     redis.call('PEXPIRE', concurrency_key, lease_ttl)
   end
   if prepay == 0 then return out end
@@ -130,8 +141,7 @@ local function admit_one(KEYS, ARGV)
   end
   table.insert(out, 1)
   for i = 1, rate_count do
-    local window = tonumber(ARGV[5 + i * 2])
-    table.insert(out, math.max(0, math.floor((now + window - tats[i]) / intervals[i])))
+    table.insert(out, math.max(0, math.floor((now + windows[i] - tats[i]) / intervals[i])))
     table.insert(out, math.ceil(tats[i] - now))
   end
   for i = 1, quota_count do table.insert(out, used[i]) end
@@ -140,33 +150,36 @@ end
 `;
 
 /**
- * KEYS: quota buckets, then the concurrency key (when a lease is named), then rate keys to rewind;
- * ARGV: quota count, deltas…, lease id or '', then '1' when it applies only while that lease is
+ * One settlement, reading its slice of KEYS and ARGV in place as admit_one does.
+ * Its keys: quota buckets, then the concurrency key (when a lease is named), then rate keys to rewind;
+ * its arguments: quota count, deltas…, lease id or '', then '1' when it applies only while that lease is
  * held (the admission it settles ran and granted), then the count of rate keys to step back (a
  * prepaid admission given back), the time now, and per key the charge's end and its interval.
  */
 const settleOne = `
-local function settle_one(KEYS, ARGV)
-  local count = tonumber(ARGV[1])
-  local lease = ARGV[count + 2]
-  if ARGV[count + 3] == '1' and (lease == '' or not redis.call('ZSCORE', KEYS[count + 1], lease)) then return 0 end
+local function settle_one(key_base, arg_base, arg_count)
+  local count = tonumber(ARGV[arg_base + 1])
+  local lease = ARGV[arg_base + count + 2]
+  if ARGV[arg_base + count + 3] == '1' and (lease == '' or not redis.call('ZSCORE', KEYS[key_base + count + 1], lease)) then return 0 end
   for i = 1, count do
-    if redis.call('EXISTS', KEYS[i]) == 1 then
-      if redis.call('INCRBY', KEYS[i], ARGV[1 + i]) < 0 then redis.call('SET', KEYS[i], '0', 'KEEPTTL') end
+    if redis.call('EXISTS', KEYS[key_base + i]) == 1 then
+      if redis.call('INCRBY', KEYS[key_base + i], ARGV[arg_base + 1 + i]) < 0 then redis.call('SET', KEYS[key_base + i], '0', 'KEEPTTL') end
     end
   end
-  if lease ~= '' then redis.call('ZREM', KEYS[count + 1], lease) end
+  if lease ~= '' then redis.call('ZREM', KEYS[key_base + count + 1], lease) end
   local first_rewind = count + (lease ~= '' and 1 or 0)
-  local now = tonumber(ARGV[count + 5] or '0')
-  for i = 1, tonumber(ARGV[count + 4] or '0') do
-    local grant_tat = tonumber(ARGV[count + 4 + i * 2]); local grant_interval = tonumber(ARGV[count + 5 + i * 2])
-    local stored = redis.call('GET', KEYS[first_rewind + i])
+  -- Past its own arguments are the next operation's: a settlement without a rewind rewinds nothing.
+  local rewinds = arg_count >= count + 5 and tonumber(ARGV[arg_base + count + 4]) or 0
+  local now = arg_count >= count + 5 and tonumber(ARGV[arg_base + count + 5]) or 0
+  for i = 1, rewinds do
+    local grant_tat = tonumber(ARGV[arg_base + count + 4 + i * 2]); local grant_interval = tonumber(ARGV[arg_base + count + 5 + i * 2])
+    local stored = redis.call('GET', KEYS[key_base + first_rewind + i])
     if stored and grant_tat > now then
       local tat, interval = string.match(stored, '^(%S+) (%S+)$')
       tat = tonumber(tat); interval = tonumber(interval)
       -- Only the part of the prepaid charge not yet worn off, and only under the limit it was charged at.
       if tat and interval and interval == grant_interval then
-        redis.call('SET', KEYS[first_rewind + i], string.format('%.17g %.17g', math.max(now, tat - math.min(interval, grant_tat - now)), interval), 'KEEPTTL')
+        redis.call('SET', KEYS[key_base + first_rewind + i], string.format('%.17g %.17g', math.max(now, tat - math.min(interval, grant_tat - now)), interval), 'KEEPTTL')
       end
     end
   end
@@ -189,14 +202,12 @@ for operation = 1, tonumber(ARGV[1]) do
   local key_count = tonumber(ARGV[argument_cursor + 1])
   local argument_count = tonumber(ARGV[argument_cursor + 2])
   argument_cursor = argument_cursor + 3
-  local keys = {}
-  for i = 1, key_count do keys[i] = KEYS[key_cursor + i] end
+  local key_base = key_cursor
+  local arg_base = argument_cursor - 1
   key_cursor = key_cursor + key_count
-  local arguments = {}
-  for i = 1, argument_count do arguments[i] = ARGV[argument_cursor + i - 1] end
   argument_cursor = argument_cursor + argument_count
   local ok, reply
-  if kind == 'admit' then ok, reply = pcall(admit_one, keys, arguments) else ok, reply = pcall(settle_one, keys, arguments) end
+  if kind == 'admit' then ok, reply = pcall(admit_one, key_base, arg_base, argument_count) else ok, reply = pcall(settle_one, key_base, arg_base, argument_count) end
   if ok then
     replies[operation] = reply
   else
