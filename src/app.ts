@@ -76,7 +76,7 @@ async function assembleApp(parts: {
   const logger = provided.logger ?? createLogger({ config });
   const database = provided.database ?? remember(owned, await openDatabase({ database: config.database, dataDirectory: config.dataDirectory }));
   const store = provided.store ?? remember(owned, await openStore({ redis: config.redis }));
-  const upstreamClient = provided.upstreamClient ?? remember(owned, createHttpClient({ connectTimeoutMs: config.relay.connectTimeoutMs }));
+  const upstreamClient = provided.upstreamClient ?? remember(owned, createHttpClient({ connectTimeoutMs: config.relay.connectTimeoutMs, keepAliveTimeoutMs: config.relay.keepAliveTimeoutMs }));
   const metrics = provided.metrics ?? createMetrics();
 
   if (config.database.autoMigrate) {
