@@ -57,7 +57,7 @@ async function main(): Promise<void> {
       pacedChat: target('gateway /api/chat', pacedGateway.url, { authorization: `Bearer ${pacedCredentials.accessToken}` }),
     } satisfies Record<string, Target>;
 
-    if (wanted('non-streaming')) rows.push(...(await nonStreamingOverhead({ direct: targets.fastDirect, gateway: targets.fastGateway, proxy: targets.proxy, quick })));
+    if (wanted('non-streaming')) rows.push(...(await nonStreamingOverhead({ direct: targets.fastDirect, gateway: targets.fastGateway, proxy: targets.proxy, quick, redisUrl })));
     if (wanted('streaming')) {
       const runs: Array<{ concurrency: number; starts: StreamStarts }> = quick
         ? [

@@ -2,6 +2,7 @@
 // the same run and interleaved, so the figures are differences and ratios that hold on a noisy machine.
 import { chatBody, closedLoop, openLoop, percentile, timedRequest, timedStream, type StreamTiming, type Target } from './load.js';
 import { cpuMilliseconds, residentBytes } from './processes.js';
+import { RedisScriptMeter } from './redis-meter.js';
 
 export interface Row {
   scenario: string;
@@ -16,7 +17,7 @@ export interface Row {
 
 const round = (value: number, digits = 3) => Math.round(value * 10 ** digits) / 10 ** digits;
 
-export async function nonStreamingOverhead(input: { direct: Target; gateway: Target; proxy: Target; quick: boolean }): Promise<Row[]> {
+export async function nonStreamingOverhead(input: { direct: Target; gateway: Target; proxy: Target; quick: boolean; redisUrl: string | null }): Promise<Row[]> {
   const { direct, gateway, proxy, quick } = input;
   const samples = quick ? 200 : 3000;
   for (let index = 0; index < 100; index += 1) {
@@ -61,18 +62,27 @@ export async function nonStreamingOverhead(input: { direct: Target; gateway: Tar
   const totals = { direct: 0, proxy: 0, gateway: 0 };
   // CPU time per request of the proxy and the gateway: what each costs, whatever the machine's load.
   const cpu = { proxy: new CpuMeter(proxy), gateway: new CpuMeter(gateway) };
+  // And what the gateway's requests cost Redis, the part every instance shares.
+  const redis = new RedisScriptMeter(input.redisUrl);
   const rounds = quick ? 1 : 3;
   for (let roundIndex = 0; roundIndex < rounds; roundIndex += 1) {
     totals.direct += await closedLoop({ concurrency, durationMs: roundMs, work: () => timedRequest(direct, '/v1/chat/completions', chatBody()) });
     totals.proxy += await cpu.proxy.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.proxy.counted(timedRequest(proxy, '/v1/chat/completions', chatBody())) }));
-    totals.gateway += await cpu.gateway.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.gateway.counted(timedRequest(gateway, '/v1/chat/completions', chatBody())) }));
+    totals.gateway += await redis.during(() =>
+      cpu.gateway.during(() => closedLoop({ concurrency, durationMs: roundMs, work: () => cpu.gateway.counted(timedRequest(gateway, '/v1/chat/completions', chatBody())) })),
+    );
   }
+  const redisEach = redis.microsecondsEach(cpu.gateway.requests);
+  await redis.close();
   const throughput = { direct: totals.direct / rounds, proxy: totals.proxy / rounds, gateway: totals.gateway / rounds };
   rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'requests/s (direct | gateway)', direct: round(throughput.direct, 0), gateway: round(throughput.gateway, 0), result: round(throughput.gateway / throughput.direct), unit: '× direct', budget: '—' });
   rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'gateway ÷ minimal undici proxy', direct: round(throughput.proxy, 0), gateway: round(throughput.gateway, 0), result: round(throughput.gateway / throughput.proxy), unit: '×', budget: '≥ 0.8' });
   const perRequest = { proxy: cpu.proxy.microsecondsEach(), gateway: cpu.gateway.microsecondsEach() };
   if (perRequest.proxy !== null && perRequest.gateway !== null) {
     rows.push({ scenario: `throughput, ${concurrency} clients`, metric: 'CPU per request, µs (minimal undici proxy | gateway)', direct: round(perRequest.proxy, 0), gateway: round(perRequest.gateway, 0), result: round(perRequest.gateway / perRequest.proxy), unit: '× the proxy', budget: '—' });
+  }
+  if (redisEach !== null) {
+    rows.push({ scenario: `throughput, ${concurrency} clients`, metric: "Redis's time per request in the limits script (INFO commandstats)", direct: null, gateway: round(redisEach, 1), result: round(redisEach, 1), unit: 'µs of Redis', budget: '—' });
   }
   return rows;
 }
@@ -165,6 +175,11 @@ class CpuMeter {
     const result = await work();
     this.milliseconds += cpuMilliseconds(this.measured.pid) - before;
     return result;
+  }
+
+  /** Units of work counted so far. */
+  get requests(): number {
+    return this.units;
   }
 
   async counted<T>(unit: Promise<T>, count = 1): Promise<T> {
