@@ -4,7 +4,8 @@ import { createServer } from 'node:http';
 import { Agent, request } from 'undici';
 
 const upstream = process.env.UPSTREAM_URL ?? 'http://127.0.0.1:8000';
-const agent = new Agent({ keepAliveTimeout: 30_000, connections: null });
+// Idle connections closed before vLLM's (and the simulator's) unannounced 5 s, as the gateway does.
+const agent = new Agent({ keepAliveTimeout: 4000, connections: null });
 
 const server = createServer((incoming, outgoing) => {
   const chunks: Buffer[] = [];

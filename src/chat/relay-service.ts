@@ -72,6 +72,9 @@ export interface RelayInput {
   ready?: Promise<unknown>;
 }
 
+/** A reset sooner than this after the request went out counts as "at once" (see the retry). */
+const resetAtOnceMs = 1000;
+
 /** vLLM's own failures that another replica may not share: retried once, before any byte was sent. */
 const retryableStatuses = new Set([502, 503, 504]);
 
@@ -178,13 +181,13 @@ export function createRelayService(dependencies: {
     let lastFailure: GatewayError | null = null;
 
     /** A failure before any byte reached the client: recorded, then thrown for the error handler. */
-    const failEarly = (error: unknown): never => {
+    const failEarly = (error: unknown, alreadyCounted = false): never => {
       if (error instanceof GatewayError && !(error instanceof UpstreamFailure)) {
         conclude({ outcome: 'upstream_error', error });
         throw error;
       }
       const failure = error instanceof UpstreamFailure ? error : classifyTransportError(signal.aborted ? signal.reason : error);
-      metrics.upstreamErrors.inc({ kind: failure.kind });
+      if (!alreadyCounted) metrics.upstreamErrors.inc({ kind: failure.kind });
       conclude({ outcome: failure.code === 'upstream_timeout' ? 'timeout' : 'upstream_error', error: failure });
       throw failure;
     };
@@ -192,24 +195,28 @@ export function createRelayService(dependencies: {
     // One retry on another replica when a server fails before answering: nothing reached the client yet.
     let upstream: UpstreamResponse | null = null;
     const tried = new Set<string>();
+    // A reset at once, before any answer, is most likely a kept-alive connection vLLM was closing as
+    // the request went out on it; then the same server is tried again when no other can take it. A
+    // later one may have cut a generation under way (a JSON answer's headers come at its end):
+    // that one goes to another server only, never run twice on the same.
+    let resetAtOnce = false;
     for (let attempt = 0; upstream === null; attempt += 1) {
       let current: UpstreamLease;
       try {
-        // After a reset the same server is tried again if no other can take it: a connection vLLM
-        // was closing as the request went out on it (idle, kept alive) failed before vLLM read it.
-        const afterReset = lastFailure instanceof UpstreamFailure && lastFailure.kind === 'reset';
-        current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried, triedAgainIfAlone: afterReset, signal });
+        current = await router.acquire({ model, affinityKey: input.affinityKey ?? null, exclude: tried, triedAgainIfAlone: resetAtOnce, signal });
         lease = current;
       } catch (error) {
         const ended = endedByUs();
         if (ended !== null) return stoppedBeforeAnswer(ended);
-        if (attempt > 0 && lastFailure !== null) return failEarly(lastFailure);
+        // No server for the retry: the first attempt's failure (counted when it happened) is the answer.
+        if (attempt > 0 && lastFailure !== null) return failEarly(lastFailure, true);
         // Not a refusal of the router: the total timeout ran out while queued.
         if (!(error instanceof GatewayError)) return failEarly(error);
         conclude({ outcome: 'upstream_error', error });
         throw error;
       }
       tried.add(current.upstream.name);
+      const sentAt = performance.now();
       try {
         const response = await vllm.generate({
           baseUrl: current.upstream.url,
@@ -238,6 +245,7 @@ export function createRelayService(dependencies: {
         if (attempt === 0 && (failure.kind === 'connect' || failure.kind === 'reset')) {
           metrics.upstreamErrors.inc({ kind: failure.kind });
           lastFailure = failure;
+          resetAtOnce = failure.kind === 'reset' && performance.now() - sentAt < resetAtOnceMs;
           current.release('failure');
           lease = null;
           continue;

@@ -95,8 +95,12 @@ export function createPrepaidAdmissions(options: {
   const asked = new Map<string, Map<string, number>>();
   /** Background asks on their way, by caller, until a request claims one to wait for: each settled once its answer is handled. */
   const answering = new Map<string, Array<Promise<void>>>();
-  /** Every background ask on its way, claimed or not: closing waits for them, to give back what they bring. */
+  /** Background asks and give-backs of answers on their way, claimed or not: closing waits for them (the store closes next). */
   const inFlight = new Set<Promise<void>>();
+  const track = (work: Promise<void>): void => {
+    inFlight.add(work);
+    void work.finally(() => inFlight.delete(work));
+  };
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
   let closed = false;
 
@@ -146,11 +150,11 @@ export function createPrepaidAdmissions(options: {
 
   const heldFor = (caller: string): number => held.get(caller)?.length ?? 0;
 
-  /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back (resolved once sent). */
-  function keepOrGiveBack(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): Promise<void> {
+  /** Keeps what Redis answered to a prepay ask, if nothing changed since it was asked; else gives it back. */
+  function keepOrGiveBack(caller: string, request: AdmissionRequest & { prepay: { leaseId: string } }, result: AdmissionResult | null): void {
     const epochAsked = finishAsking(caller, request.prepay.leaseId);
     const standing = result?.prepaid ?? null;
-    if (standing === null) return Promise.resolve();
+    if (standing === null) return;
     const prepaid: PrepaidAdmission = {
       leaseId: request.prepay.leaseId,
       reserveTokens: request.quotas[0]?.reserve ?? 0,
@@ -161,11 +165,14 @@ export function createPrepaidAdmissions(options: {
       judgedOn: request.precondition?.keys ?? [],
       expiresAt: performance.now() + prepaidLifetimeMs,
     };
-    if (closed || epochAsked !== feed.epoch() || heldFor(caller) >= prepaidPerCaller || request.concurrency === null) return giveBackHeld(prepaid);
+    if (closed || epochAsked !== feed.epoch() || heldFor(caller) >= prepaidPerCaller || request.concurrency === null) {
+      // Not on the ask's own promise: a request waiting for the ask must not wait for this too.
+      track(giveBackHeld(prepaid));
+      return;
+    }
     const prepaids = held.get(caller);
     if (prepaids === undefined) held.set(caller, [prepaid]);
     else prepaids.push(prepaid);
-    return Promise.resolve();
   }
 
   /**
@@ -206,15 +213,14 @@ export function createPrepaidAdmissions(options: {
       (error: unknown) => {
         finishAsking(caller, leaseId);
         // Refused before it was written (Redis down): nothing was charged, nothing to give back.
-        if (!commandNeverSent(error)) return giveBack(() => giveBackAsked(prepayRequest, leaseId));
+        if (!commandNeverSent(error)) track(giveBack(() => giveBackAsked(prepayRequest, leaseId)));
       },
     );
     const pending = answering.get(caller);
     if (pending === undefined) answering.set(caller, [handled]);
     else pending.push(handled);
-    inFlight.add(handled);
+    track(handled);
     void handled.finally(() => {
-      inFlight.delete(handled);
       const still = answering.get(caller)?.filter((each) => each !== handled) ?? [];
       if (still.length > 0) answering.set(caller, still);
       else answering.delete(caller);
@@ -264,7 +270,7 @@ export function createPrepaidAdmissions(options: {
     answered(caller: string, request: AdmissionRequest, result: AdmissionResult | null): void {
       const prepay = request.prepay;
       if (prepay == null) return;
-      void keepOrGiveBack(caller, { ...request, prepay }, result);
+      keepOrGiveBack(caller, { ...request, prepay }, result);
     },
 
     /** Gives back what Redis may have granted to a prepay whose answer was given up on or lost. */
@@ -308,7 +314,8 @@ export function createPrepaidAdmissions(options: {
     async close(): Promise<void> {
       closed = true;
       clearInterval(sweeper);
-      await Promise.all(inFlight);
+      // An answer handled meanwhile may start a give-back: wait until none is left.
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
       await giveBackJudgedOn(null);
     },
   };

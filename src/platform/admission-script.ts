@@ -168,7 +168,8 @@ local function settle_one(key_base, arg_base, arg_count)
   end
   if lease ~= '' then redis.call('ZREM', KEYS[key_base + count + 1], lease) end
   local first_rewind = count + (lease ~= '' and 1 or 0)
-  -- Past its own arguments are the next operation's: a settlement without a rewind rewinds nothing.
+  -- Past its own arguments are the next operation's: one without the rewind count and time (the
+  -- gateway always sends them) rewinds nothing rather than read another's.
   local rewinds = arg_count >= count + 5 and tonumber(ARGV[arg_base + count + 4]) or 0
   local now = arg_count >= count + 5 and tonumber(ARGV[arg_base + count + 5]) or 0
   for i = 1, rewinds do

@@ -14,6 +14,7 @@ export function closeIdleConnections(server: Server, keepAliveMs: number): void 
     stopIdleTimer(socket);
     response.once('finish', () => {
       if (socket.destroyed) return;
+      stopIdleTimer(socket);
       const timer = setTimeout(() => socket.end(), keepAliveMs);
       timer.unref();
       idleTimers.set(socket, timer);

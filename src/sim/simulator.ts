@@ -114,8 +114,10 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     },
     clearReceived: () => runtime.received.clear(),
     setFault: (fault, faultOptions) => {
-      settings.fault = fault;
-      settings.faultUsesLeft = faultOptions?.times ?? null;
+      const times = faultOptions?.times ?? null;
+      // A fault for no request at all is no fault.
+      settings.fault = times !== null && times < 1 ? null : fault;
+      settings.faultUsesLeft = settings.fault === null ? null : times;
     },
     setHealthy: (healthy) => {
       settings.healthy = healthy;

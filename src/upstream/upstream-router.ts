@@ -131,12 +131,13 @@ export function createUpstreamRouter(settings: RouterSettings, initial: Upstream
       affinityKey: string | null;
       /** Servers not to use (those already tried)… */
       exclude?: ReadonlySet<string>;
-      /** …unless no other server could take the request at all. */
+      /** …unless none of the others is up to take the request. */
       triedAgainIfAlone?: boolean;
       signal?: AbortSignal;
     }): Promise<UpstreamLease> {
       let exclude = input.exclude ?? new Set<string>();
-      if (input.triedAgainIfAlone === true && candidates(input.model, exclude).length === 0) exclude = new Set<string>();
+      const now = Date.now();
+      if (input.triedAgainIfAlone === true && !candidates(input.model, exclude).some((upstream) => upstream.available(now))) exclude = new Set<string>();
       const chosen = choose(input.model, input.affinityKey, exclude);
       if (chosen === 'none_available') throw new GatewayError('upstream_unavailable', 'No healthy vLLM server can take this request');
       if (chosen !== 'all_full') return lease(chosen);

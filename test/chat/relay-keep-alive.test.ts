@@ -3,7 +3,21 @@
 // connection vLLM reset before answering is sent again — to the same server when it is the only
 // one — instead of failing the client.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHAT_PATH, callGateway, chatMessages, expectErrorReply, metricSum, metricsText, newCaller, newRequestId, sleep, startRelay, type Caller, type Relay } from '../helpers/relay-fixtures.js';
+import {
+  CHAT_PATH,
+  callGateway,
+  chatMessages,
+  expectErrorReply,
+  metricSum,
+  metricsText,
+  newCaller,
+  newRequestId,
+  sleep,
+  startRelay,
+  upstreamRequestsFor,
+  type Caller,
+  type Relay,
+} from '../helpers/relay-fixtures.js';
 
 const KEEP_ALIVE_MS = 200;
 
@@ -62,6 +76,22 @@ describe('relay connections to vLLM', () => {
       expect(await resetErrors()).toBe(resetsBefore + 1);
       expect(relay.simulator.stats().connections).toBe(connectionsBefore + 1);
     }
+  });
+
+  it('does not send it again to the same server when the reset came later: it may have cut a generation under way', async () => {
+    const requestId = newRequestId();
+    const resetsBefore = await resetErrors();
+    // vLLM answers a JSON request only at its end: here the connection breaks 1.2 s in, unanswered.
+    const reply = await callGateway({
+      url: relay.url,
+      path: CHAT_PATH,
+      body: { model: 'sim-llama-3-8b', messages: chatMessages('cut me late'), max_tokens: 4, sim_fault: { delay_ms: 1200, cut_after_chunks: 0 } },
+      credential: caller.apiKey,
+      headers: { 'x-request-id': requestId },
+    });
+    expectErrorReply(reply, 502, 'upstream_unavailable');
+    expect(upstreamRequestsFor(relay.simulator, requestId)).toHaveLength(1);
+    expect(await resetErrors()).toBe(resetsBefore + 1);
   });
 
   it('sends it again once only: a server that resets the retry too is a 502', async () => {

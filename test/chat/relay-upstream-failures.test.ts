@@ -73,7 +73,7 @@ describe('relay upstream failures', () => {
       expectErrorReply(completion, 502, 'upstream_error');
     });
 
-    it('answers 502 when vLLM drops the connection without answering', async () => {
+    it('answers 502 when vLLM drops the connection without answering, again when the request is sent again', async () => {
       for (const stream of [false, true]) {
         const reply = await post({ body: chat({ stream, sim_fault: { refuse: true } }) });
         expectErrorReply(reply, 502, ['upstream_unavailable', 'upstream_error']);
