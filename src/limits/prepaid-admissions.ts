@@ -99,7 +99,8 @@ export function createPrepaidAdmissions(options: {
   const inFlight = new Set<Promise<void>>();
   const track = (work: Promise<void>): void => {
     inFlight.add(work);
-    void work.finally(() => inFlight.delete(work));
+    const done = () => inFlight.delete(work);
+    work.then(done, done);
   };
   const lastSeen = new BoundedMap<string, number>(rememberedCallers);
   let closed = false;
