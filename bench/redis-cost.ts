@@ -20,6 +20,7 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { quotaBucket, type AdmissionRequest, type Settlement } from '../src/platform/admission.js';
 import { createScriptBatcher } from '../src/platform/redis-script-batch.js';
+import { evalshaMicroseconds } from './redis-meter.js';
 
 interface ScriptModule {
   operationsScript: string;
@@ -74,13 +75,6 @@ async function countInstructions(callgrind: { pid: string; outFile: string }, wo
     await new Promise((done) => setTimeout(done, 100));
   }
   throw new Error('callgrind wrote no dump: is the PID that of redis-server under valgrind --tool=callgrind?');
-}
-
-function evalshaStats(client: Redis): Promise<{ calls: number; microseconds: number }> {
-  return client.info('commandstats').then((text) => {
-    const match = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(text);
-    return { calls: Number(match?.[1] ?? 0), microseconds: Number(match?.[2] ?? 0) };
-  });
 }
 
 async function main(): Promise<void> {
@@ -159,10 +153,9 @@ async function main(): Promise<void> {
       let cost: number;
       if (options.callgrind !== null) cost = (await countInstructions(options.callgrind, work)) / options.requests / 1000;
       else {
-        const before = await evalshaStats(client);
+        const before = await evalshaMicroseconds(client);
         await work();
-        const after = await evalshaStats(client);
-        cost = (after.microseconds - before.microseconds) / options.requests;
+        cost = ((await evalshaMicroseconds(client)) - before) / options.requests;
       }
       // The first round warms up (script loaded, keys made): not counted.
       if (round > 0) perRequest.set(name, [...(perRequest.get(name) ?? []), cost]);

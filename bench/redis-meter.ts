@@ -3,6 +3,12 @@
 // shares, so this per request bounds a whole cluster (bench/redis-cost.ts measures the script alone).
 import { Redis } from 'ioredis';
 
+/** Redis's total time in EVALSHA so far, in microseconds (INFO commandstats). */
+export async function evalshaMicroseconds(client: Redis): Promise<number> {
+  const text = await client.info('commandstats');
+  return Number(/cmdstat_evalsha:calls=\d+,usec=(\d+)/.exec(text)?.[1] ?? 0);
+}
+
 export class RedisScriptMeter {
   private microseconds = 0;
   private readonly client: Redis | null;
@@ -11,16 +17,11 @@ export class RedisScriptMeter {
     this.client = url === null ? null : new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   }
 
-  private async evalshaMicroseconds(): Promise<number> {
-    const text = (await this.client?.info('commandstats')) ?? '';
-    return Number(/cmdstat_evalsha:calls=\d+,usec=(\d+)/.exec(text)?.[1] ?? 0);
-  }
-
   async during<T>(work: () => Promise<T>): Promise<T> {
     if (this.client === null) return work();
-    const before = await this.evalshaMicroseconds();
+    const before = await evalshaMicroseconds(this.client);
     const result = await work();
-    this.microseconds += (await this.evalshaMicroseconds()) - before;
+    this.microseconds += (await evalshaMicroseconds(this.client)) - before;
     return result;
   }
 

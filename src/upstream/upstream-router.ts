@@ -136,8 +136,10 @@ export function createUpstreamRouter(settings: RouterSettings, initial: Upstream
       signal?: AbortSignal;
     }): Promise<UpstreamLease> {
       let exclude = input.exclude ?? new Set<string>();
-      const now = Date.now();
-      if (input.triedAgainIfAlone === true && !candidates(input.model, exclude).some((upstream) => upstream.available(now))) exclude = new Set<string>();
+      if (input.triedAgainIfAlone === true) {
+        const now = Date.now();
+        if (!candidates(input.model, exclude).some((upstream) => upstream.available(now))) exclude = new Set<string>();
+      }
       const chosen = choose(input.model, input.affinityKey, exclude);
       if (chosen === 'none_available') throw new GatewayError('upstream_unavailable', 'No healthy vLLM server can take this request');
       if (chosen !== 'all_full') return lease(chosen);

@@ -38,13 +38,13 @@ describe('relay connections to vLLM', () => {
     await relay.close();
   });
 
-  const post = (fields: Record<string, unknown> = {}) =>
+  const post = (fields: Record<string, unknown> = {}, requestId = newRequestId()) =>
     callGateway({
       url: relay.url,
       path: CHAT_PATH,
       body: { model: 'sim-llama-3-8b', messages: chatMessages('keep it short'), max_tokens: 4, ...fields },
       credential: caller.apiKey,
-      headers: { 'x-request-id': newRequestId() },
+      headers: { 'x-request-id': requestId },
     });
 
   async function resetErrors(): Promise<number> {
@@ -82,13 +82,7 @@ describe('relay connections to vLLM', () => {
     const requestId = newRequestId();
     const resetsBefore = await resetErrors();
     // vLLM answers a JSON request only at its end: here the connection breaks 1.2 s in, unanswered.
-    const reply = await callGateway({
-      url: relay.url,
-      path: CHAT_PATH,
-      body: { model: 'sim-llama-3-8b', messages: chatMessages('cut me late'), max_tokens: 4, sim_fault: { delay_ms: 1200, cut_after_chunks: 0 } },
-      credential: caller.apiKey,
-      headers: { 'x-request-id': requestId },
-    });
+    const reply = await post({ sim_fault: { delay_ms: 1200, cut_after_chunks: 0 } }, requestId);
     expectErrorReply(reply, 502, 'upstream_unavailable');
     expect(upstreamRequestsFor(relay.simulator, requestId)).toHaveLength(1);
     expect(await resetErrors()).toBe(resetsBefore + 1);
