@@ -1,6 +1,8 @@
 // Reads each relayed SSE event on the side — never changing it — to learn what the stream carried:
 // usage (the usage-only chunk, or cumulative usage on every chunk), finish reasons, vLLM's own
-// error events, malformed events, and the text, for callers that store it.
+// error events, malformed events, and the text, for callers that store it. A stream's plain token
+// events, all alike but for their text, are read from their bytes (token-chunk-template).
+import { decodeText, TokenChunkTemplate } from './token-chunk-template.js';
 
 export interface TokenUsage {
   prompt_tokens: number;
@@ -8,12 +10,6 @@ export interface TokenUsage {
 }
 
 export type EventKind = 'data' | 'usage_only' | 'error' | 'done' | 'comment' | 'malformed';
-
-export interface ObservedEvent {
-  kind: EventKind;
-  /** The parsed JSON of a data, usage or error event. */
-  json: Record<string, unknown> | null;
-}
 
 export class StreamObserver {
   usage: TokenUsage | null = null;
@@ -23,6 +19,7 @@ export class StreamObserver {
   /** Events that carried generated output, per choice: vLLM sends about one token per event. */
   outputEvents = 0;
   private readonly textParts: string[] = [];
+  private readonly tokenTemplate = new TokenChunkTemplate();
 
   constructor(private readonly options: { collectText: boolean }) {}
 
@@ -30,30 +27,40 @@ export class StreamObserver {
     return this.textParts.join('');
   }
 
-  inspect(event: Buffer): ObservedEvent {
-    const data = singleDataLineOf(event) ?? dataOf(event.toString('utf8'));
-    if (data === null) return { kind: 'comment', json: null };
-    if (data === '[DONE]') return { kind: 'done', json: null };
+  inspect(event: Buffer): EventKind {
+    const token = this.tokenTemplate.match(event);
+    if (token !== null) {
+      if (token.end > token.start) {
+        this.outputEvents += 1;
+        if (this.options.collectText) this.textParts.push(decodeText(event, token));
+      }
+      return 'data';
+    }
+    const singleLine = singleDataLineOf(event);
+    const data = singleLine ?? dataOf(event.toString('utf8'));
+    if (data === null) return 'comment';
+    if (data === '[DONE]') return 'done';
     let json: unknown;
     try {
       json = JSON.parse(data);
     } catch {
-      return { kind: 'malformed', json: null };
+      return 'malformed';
     }
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) return { kind: 'malformed', json: null };
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) return 'malformed';
     const chunk = json as Record<string, unknown>;
     if (chunk.error !== undefined) {
       const message: unknown = typeof chunk.error === 'object' && chunk.error !== null ? (chunk.error as Record<string, unknown>).message : chunk.error;
       this.upstreamError = { message: typeof message === 'string' ? message : 'vLLM reported an error' };
-      return { kind: 'error', json: chunk };
+      return 'error';
     }
     if (typeof chunk.model === 'string') this.model ??= chunk.model;
     const usage = readUsage(chunk.usage);
     if (usage !== null) this.usage = usage;
     const choices = Array.isArray(chunk.choices) ? (chunk.choices as Array<Record<string, unknown>>) : [];
-    if (choices.length === 0 && usage !== null) return { kind: 'usage_only', json: chunk };
+    if (choices.length === 0 && usage !== null) return 'usage_only';
     for (const choice of choices) this.observeChoice(choice);
-    return { kind: 'data', json: chunk };
+    if (singleLine !== undefined) this.tokenTemplate.learn(event, chunk);
+    return 'data';
   }
 
   private observeChoice(choice: Record<string, unknown>): void {

@@ -82,8 +82,8 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
       const arrivedAt = Date.now();
       const outgoing: Buffer[] = [];
       for (const event of framer.push(chunk)) {
-        const observed = observer.inspect(event);
-        if (observed.kind === 'malformed') {
+        const kind = observer.inspect(event);
+        if (kind === 'malformed') {
           // Forwarding it would break the client's parser; what came before stays delivered.
           writeAll(response, outgoing);
           options.abortUpstream('malformed upstream event');
@@ -91,9 +91,9 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
           finishWithError(failure);
           return { outcome: 'upstream_failure', failure };
         }
-        if (observed.kind === 'data' || observed.kind === 'usage_only') options.onDataEvent(arrivedAt);
-        if (observed.kind === 'usage_only' && !options.forwardUsageChunk) continue;
-        if (observed.kind === 'done') {
+        if (kind === 'data' || kind === 'usage_only') options.onDataEvent(arrivedAt);
+        if (kind === 'usage_only' && !options.forwardUsageChunk) continue;
+        if (kind === 'done') {
           // Held back until the end, so beforeDone runs first; then sent exactly as vLLM wrote it.
           sawDone = true;
           doneBytes = event;

@@ -8,7 +8,7 @@ const contentChunk = (content: string, finishReason: string | null = null) => ch
 
 function observe(events: string[]) {
   const observer = new StreamObserver({ collectText: true });
-  const kinds = events.map((event) => observer.inspect(Buffer.from(event, 'utf8')).kind);
+  const kinds = events.map((event) => observer.inspect(Buffer.from(event, 'utf8')));
   return { observer, kinds };
 }
 
