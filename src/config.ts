@@ -19,6 +19,8 @@ export interface Config {
   host: string;
   port: number;
   logLevel: (typeof logLevels)[number];
+  /** Log lines written as each is made (blocking) rather than gathered and written off the request path. */
+  logSync: boolean;
   debug: boolean;
   dataDirectory: string;
   bodyLimitBytes: number;
@@ -139,6 +141,7 @@ export function parseConfig(environment: Environment): LoadedConfig {
     host: read.string('HOST', '0.0.0.0'),
     port: read.integer('PORT', { fallback: 8080, min: 0, max: 65_535 }),
     logLevel: read.oneOf('LOG_LEVEL', logLevels, debug ? 'debug' : 'info'),
+    logSync: read.boolean('LOG_SYNC', false),
     debug,
     dataDirectory: resolve(read.string('DATA_DIR', './data')),
     bodyLimitBytes: read.integer('BODY_LIMIT_BYTES', { fallback: 1_048_576, min: 1024, max: 104_857_600 }),

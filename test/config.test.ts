@@ -30,6 +30,7 @@ describe('configuration', () => {
     expect(config.limits.userWindowSeconds).toBe(3600);
     expect(config.http.allowedHosts).toBeNull();
     expect(config.http.docsEnabled).toBe(true);
+    expect(config.logSync).toBe(false);
     expect(config.vllm.baseUrls).toEqual(['http://127.0.0.1:8000']);
   });
 
@@ -38,6 +39,7 @@ describe('configuration', () => {
     ['PORT', '70000'],
     ['NODE_ENV', 'staging'],
     ['LOG_LEVEL', 'loud'],
+    ['LOG_SYNC', 'maybe'],
     ['DEBUG', 'maybe'],
     ['DATABASE_URL', 'mysql://root@localhost/db'],
     ['DATABASE_SCHEMA', 'Robert"); DROP TABLE users;--'],

@@ -74,6 +74,31 @@ describe('the gateway process', () => {
     expect(gateway.output()).toContain('shutting down');
   });
 
+  it('has written every log line when it exits, asynchronous (the default) or not', async () => {
+    // Asynchronous: the log's reader stalls while 1,000 access lines (~250 KB, more than a pipe and
+    // the reader's buffer hold) are made, so lines are still held in the gateway when it is told to
+    // stop; they must be written on the way out. Synchronous: a stalled reader would stall the
+    // gateway itself, so it reads throughout.
+    for (const { logSync, requests } of [
+      { logSync: 'false', requests: 1000 },
+      { logSync: 'true', requests: 300 },
+    ]) {
+      const gateway = await start({ VLLM_BASE_URL: simulator.url, LOG_SYNC: logSync });
+      if (logSync === 'false') gateway.child.stdout?.pause();
+      for (let sent = 0; sent < requests; sent += 50) {
+        await Promise.all(Array.from({ length: 50 }, async () => (await fetch(`${gateway.url}/health/live`)).arrayBuffer()));
+      }
+      gateway.child.kill('SIGTERM');
+      gateway.child.stdout?.resume();
+      expect(await exitCode(gateway.child)).toBe(0);
+      const lines = gateway.output().split('\n');
+      const accessLines = lines.filter((line) => line.includes('"route":"/health/live"') && line.includes('request completed'));
+      expect(accessLines, `LOG_SYNC=${logSync}`).toHaveLength(requests);
+      for (const line of accessLines) expect(JSON.parse(line)).toMatchObject({ status: 200, msg: 'request completed' });
+      expect(lines.filter((line) => line !== '').at(-1)).toContain('"msg":"stopped"');
+    }
+  });
+
   it('cuts what remains at the shutdown deadline and exits 1', async () => {
     const slowSimulator = await startSimulator({ healthDelayMs: 8000 });
     const gateway = await start({ VLLM_BASE_URL: slowSimulator.url, SHUTDOWN_TIMEOUT_MS: '200', VLLM_HEALTH_TIMEOUT_MS: '10000' });
