@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { destination, pino, type DestinationStream, type Logger } from 'pino';
 import type { Config } from '../config.js';
+import { isoTimeField } from './log-time.js';
 
 /**
  * Paths pino blanks out wherever they appear in a log object, so a credential that slips into
@@ -43,7 +44,7 @@ export function createLogger(options: { config: Config; destination?: Destinatio
       level: options.config.logLevel,
       redact: { paths: redactedPaths, censor: '[redacted]' },
       base: { service: 'vllm-chat-gateway' },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTimeField,
       ...(pretty && options.destination === undefined
         ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' } } }
         : {}),
