@@ -255,9 +255,8 @@ export function createRelayService(dependencies: {
     }
 
     if (input.ready !== undefined) {
-      // A body that fails while we wait (the client left, vLLM cut it) must not be an unheard
-      // 'error'; whoever reads it next still sees the failure.
-      upstream.body.on('error', () => undefined);
+      // A body that fails while we wait (the client left, vLLM cut it) keeps its failure for
+      // whoever reads it next.
       try {
         await input.ready;
       } catch (error) {
@@ -283,7 +282,7 @@ export function createRelayService(dependencies: {
     if (!prepared.stream) {
       let bytes: Buffer;
       try {
-        bytes = Buffer.from(await upstream.body.arrayBuffer());
+        bytes = await upstream.body.bytes();
       } catch (error) {
         const ended = endedByUs();
         if (ended !== null) return stoppedBeforeAnswer(ended);

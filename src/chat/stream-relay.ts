@@ -3,11 +3,10 @@
 // client's pace respected up to a deadline, and a stream that never just stops: every failure after
 // the start becomes an error event followed by `[DONE]`.
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import { GatewayError } from '../errors.js';
+import type { UpstreamBody } from '../upstream/upstream-body.js';
 import { classifyTransportError, UpstreamFailure } from '../upstream/upstream-failure.js';
 import { SseFramer } from './sse-framer.js';
-import { upstreamChunks } from './upstream-chunks.js';
 import { doneEvent, errorEvent, heartbeatEvent } from './sse.js';
 import type { StreamObserver } from './stream-observer.js';
 
@@ -23,7 +22,7 @@ export type StreamEnding =
   | { outcome: 'upstream_failure'; failure: UpstreamFailure };
 
 export interface StreamRelayOptions {
-  upstream: Readable;
+  upstream: UpstreamBody;
   response: ServerResponse;
   headers: OutgoingHttpHeaders;
   observer: StreamObserver;
@@ -75,7 +74,7 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
   };
 
   try {
-    for await (const chunk of upstreamChunks(options.upstream)) {
+    for await (const chunk of options.upstream) {
       if (options.clientGone()) return { outcome: 'client_disconnect' };
       const stop = options.stopRequested();
       if (stop !== null) return finishStopped(stop);

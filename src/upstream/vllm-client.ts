@@ -1,16 +1,13 @@
 // Sends one generation request to vLLM over the shared keep-alive pool. The caller's abort signal
 // is tied to the upstream request, so a client that leaves frees its GPU slot at once.
-import type { Dispatcher, HttpClient } from '../platform/http-client.js';
+import type { HttpClient } from '../platform/http-client.js';
 import { httpRequest } from '../platform/http-client.js';
 import { classifyTransportError } from './upstream-failure.js';
+import { dispatchPost, type DispatchedResponse } from './upstream-dispatch.js';
 
 export type GenerationPath = '/v1/chat/completions' | '/v1/completions';
 
-export interface UpstreamResponse {
-  statusCode: number;
-  headers: Dispatcher.ResponseData['headers'];
-  body: Dispatcher.ResponseData['body'];
-}
+export type UpstreamResponse = DispatchedResponse;
 
 export interface GenerationCall {
   baseUrl: string;
@@ -37,16 +34,18 @@ export function createVllmClient(options: { client: HttpClient }) {
     /** Resolves with vLLM's response (any status); rejects with an UpstreamFailure when no response came. */
     async generate(call: GenerationCall): Promise<UpstreamResponse> {
       try {
-        const response = await httpRequest(`${call.baseUrl}${call.path}`, {
-          method: 'POST',
-          dispatcher: options.client,
-          body: call.body,
-          headers: { ...headersFor(call.apiKey), 'x-request-id': call.requestId },
-          signal: call.signal,
-          headersTimeout: call.headersTimeoutMs,
-          bodyTimeout: call.bodyTimeoutMs,
-        });
-        return { statusCode: response.statusCode, headers: response.headers, body: response.body };
+        return await dispatchPost(
+          options.client,
+          call.baseUrl,
+          call.path,
+          {
+            body: call.body,
+            headers: { ...headersFor(call.apiKey), 'x-request-id': call.requestId },
+            headersTimeout: call.headersTimeoutMs,
+            bodyTimeout: call.bodyTimeoutMs,
+          },
+          call.signal,
+        );
       } catch (error) {
         const timedOut = (call.signal.reason as { name?: unknown } | undefined)?.name === 'TimeoutError';
         if (call.signal.aborted && !timedOut) throw error;
