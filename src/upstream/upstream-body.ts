@@ -4,7 +4,7 @@
 // saw it, and each request built the request API's handler, URL and stream objects — about a
 // fifth of a minimal proxy's CPU per request (measured interleaved: 84 → 64 µs). Backpressure is
 // kept: undici is paused while chunks wait unread, and flows again as they are read.
-import type { Dispatcher } from 'undici';
+import type { Dispatcher } from '../platform/http-client.js';
 
 /** Chunks held unread before undici is paused: the relay normally takes each as it comes. */
 const pauseAbove = 16;

@@ -3,7 +3,7 @@
 // says why not `request()`). The caller's signal aborts it at any point: before a connection is
 // taken, while waiting for the answer, or in the middle of the body.
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Dispatcher } from 'undici';
+import type { Dispatcher } from '../platform/http-client.js';
 import { UpstreamBody } from './upstream-body.js';
 
 export interface DispatchedResponse {
