@@ -97,7 +97,10 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
     return (await this.bytes()).toString('utf8');
   }
 
-  /** Reads a short body to its end and drops it, so the connection can carry the next request; cuts a long one. */
+  /**
+   * Reads a short body to its end and drops it, so the connection can carry the next request; cuts
+   * one longer than 128 KiB, and then rejects (callers drop that too).
+   */
   async dump(): Promise<void> {
     await this.readToEnd(dumpLimitBytes);
     this.held = [];
@@ -109,8 +112,9 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
     return new Promise((resolve, reject) => {
       const bytes = this.held.reduce((total, chunk) => total + chunk.length, 0);
       this.collecting = { resolve, reject, limitBytes, bytes };
+      // Over the limit already: cut it without reading on (the abort rejects through fail()).
+      if (bytes > limitBytes) return this.controller.abort(new Error('the body was longer than it is read for'));
       if (this.controller.paused) this.controller.resume();
-      if (bytes > limitBytes) this.controller.abort(new Error('the body was longer than it is read for'));
     });
   }
 

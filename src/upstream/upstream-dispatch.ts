@@ -42,9 +42,15 @@ export function dispatchPost(dispatcher: Dispatcher, baseUrl: string, path: stri
   return new Promise((resolve, reject) => {
     let controller: Dispatcher.DispatchController | null = null;
     let body: UpstreamBody | null = null;
-    const onAbort = () => controller?.abort(asError(signal.reason));
-    signal.addEventListener('abort', onAbort, { once: true });
     const settled = () => signal.removeEventListener('abort', onAbort);
+    // undici hands over its controller only when the request is written to a connection: an abort
+    // while one is still being made answers the caller at once, and onRequestStart cuts it there.
+    const onAbort = () => {
+      if (controller !== null) return controller.abort(asError(signal.reason));
+      settled();
+      reject(asError(signal.reason));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
     dispatcher.dispatch(
       {
         origin,
@@ -58,7 +64,7 @@ export function dispatchPost(dispatcher: Dispatcher, baseUrl: string, path: stri
       {
         onRequestStart(requestController) {
           controller = requestController;
-          // Aborted while it waited for a connection: it ends here, before it is sent.
+          // Aborted while its connection was being made: it ends here, before it is sent.
           if (signal.aborted) requestController.abort(asError(signal.reason));
         },
         onResponseStart(requestController, statusCode, headers) {

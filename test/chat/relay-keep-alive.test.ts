@@ -51,6 +51,20 @@ describe('relay connections to vLLM', () => {
     return metricSum(await metricsText(relay.url), 'upstream_errors_total', { kind: 'reset' });
   }
 
+  it('reuses a connection for streams one after another, as for JSON answers', async () => {
+    const first = await post({ stream: true });
+    expect(first.status).toBe(200);
+    expect(first.text).toContain('data: [DONE]');
+    await sleep(50);
+    const afterFirst = relay.simulator.stats().connections;
+    for (let index = 0; index < 3; index += 1) {
+      const streamed = await post({ stream: true });
+      expect(streamed.text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+      await sleep(50);
+    }
+    expect(relay.simulator.stats().connections).toBe(afterFirst);
+  });
+
   it('reuses a connection for requests one after another, and closes it after UPSTREAM_KEEP_ALIVE_TIMEOUT_MS idle', async () => {
     expect((await post()).status).toBe(200);
     const afterFirst = relay.simulator.stats().connections;

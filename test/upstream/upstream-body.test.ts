@@ -2,10 +2,10 @@
 // through UpstreamBody. Against a real HTTP server and a real undici Agent: every chunk in order,
 // backpressure on the connection while chunks wait unread, failures before what was held, and the
 // request aborted when its reader leaves or its signal fires.
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Agent } from 'undici';
+import { Agent, buildConnector, type Dispatcher } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { dispatchPost } from '../../src/upstream/upstream-dispatch.js';
 
@@ -31,8 +31,8 @@ afterEach(() => {
   handler = (_request, response) => response.end();
 });
 
-const post = (signal = new AbortController().signal, path = '/v1/chat/completions', base = baseUrl) =>
-  dispatchPost(agent, base, path, { body: '{}', headers: { 'content-type': 'application/json' }, headersTimeout: 5000, bodyTimeout: 5000 }, signal);
+const post = (signal = new AbortController().signal, path = '/v1/chat/completions', base = baseUrl, dispatcher: Dispatcher = agent) =>
+  dispatchPost(dispatcher, base, path, { body: '{}', headers: { 'content-type': 'application/json' }, headersTimeout: 5000, bodyTimeout: 5000 }, signal);
 const nextTurn = () => new Promise((resolve) => setTimeout(resolve, 20));
 
 async function collect(body: AsyncIterable<Buffer>): Promise<string> {
@@ -127,6 +127,45 @@ describe('a dispatched call to vLLM', () => {
     during.abort(new Error('stopped'));
     await expect(waiting).rejects.toThrow('stopped');
     await expect(post(during.signal)).rejects.toThrow('stopped');
+  });
+
+  it('answers an abort at once while the connection is still being made', async () => {
+    handler = (_request, response) => response.end('too late');
+    const connect = buildConnector({});
+    const slowToConnect = new Agent({ connect: (options, callback) => void setTimeout(() => connect(options, callback), 800) });
+    const controller = new AbortController();
+    const startedAt = performance.now();
+    const pending = post(controller.signal, '/v1/chat/completions', baseUrl, slowToConnect);
+    setTimeout(() => controller.abort(new Error('the client left')), 50);
+    await expect(pending).rejects.toThrow('the client left');
+    expect(performance.now() - startedAt).toBeLessThan(600);
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    await slowToConnect.destroy();
+  });
+
+  it('leaves no listener on the caller’s signal once the call is over, however it ended', async () => {
+    handler = (_request, response) => {
+      response.writeHead(200);
+      response.write('part');
+      setTimeout(() => response.end('end'), 20);
+    };
+    const ended = new AbortController();
+    await collect((await post(ended.signal)).body);
+    const left = new AbortController();
+    for await (const piece of (await post(left.signal)).body) if (piece.length > 0) break;
+    expect(getEventListeners(ended.signal, 'abort')).toHaveLength(0);
+    expect(getEventListeners(left.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('cuts a dropped body longer than 128 KiB instead of reading it all', async () => {
+    let closed: Promise<unknown> = Promise.resolve();
+    handler = (_request, response) => {
+      closed = once(response, 'close');
+      response.writeHead(200);
+      response.write(Buffer.alloc(200 * 1024, 'x'));
+    };
+    await expect((await post()).body.dump()).rejects.toThrow('longer than it is read for');
+    await closed;
   });
 
   it('reads a whole body of many chunks, and drops a short one while keeping the connection for the next call', async () => {
