@@ -96,6 +96,8 @@ export async function relayStream(options: StreamRelayOptions): Promise<StreamEn
           // Held back until the end, so beforeDone runs first; then sent exactly as vLLM wrote it.
           sawDone = true;
           doneBytes = event;
+          // What follows is the body's end: read it when the loop leaves, so the connection is kept.
+          options.upstream.endExpected();
           continue;
         }
         outgoing.push(event);

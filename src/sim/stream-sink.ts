@@ -60,7 +60,7 @@ export class StreamSink implements GenerationSink {
     if (this.options.includeUsage) void this.send(this.options.transcript.usageChunk(this.totalUsage()));
     if (this.ended || this.applyFault(true)) return;
     this.ended = true;
-    this.options.response.end(DONE_EVENT);
+    this.endAfter(DONE_EVENT);
   }
 
   onError(): void {
@@ -102,7 +102,20 @@ export class StreamSink implements GenerationSink {
     this.ended = true;
     this.faulted = true;
     const error = renderStreamingError(simulatedGenerationFailure(this.sentChunks), this.options.errorFormat);
-    this.options.response.end(`data: ${error}\n\n${DONE_EVENT}`);
+    this.endAfter(`data: ${error}\n\n${DONE_EVENT}`);
+  }
+
+  /**
+   * Writes the last events, then ends the body a turn later: vLLM's server (uvicorn) sends the
+   * chunked body's terminator in a write of its own after `[DONE]`, so a client can read `[DONE]`
+   * before the body has ended.
+   */
+  private endAfter(lastEvents: string): void {
+    const { response } = this.options;
+    response.write(lastEvents);
+    setImmediate(() => {
+      if (!response.destroyed) response.end();
+    });
   }
 
   private totalUsage(): UsageCounts {

@@ -22,6 +22,8 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
   private failure: Error | null = null;
   /** While the whole body is being read (text, bytes, dump): nothing pauses it. */
   private collecting: { resolve: () => void; reject: (error: unknown) => void; limitBytes: number; bytes: number } | null = null;
+  /** Set once `[DONE]` came: leaving then reads the end instead of cutting (endExpected). */
+  private drainMs: number | null = null;
 
   constructor(private readonly controller: Dispatcher.DispatchController) {}
 
@@ -56,6 +58,15 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
     this.collecting?.reject(this.failure);
   }
 
+  /**
+   * vLLM sent `[DONE]`: only the body's end should follow, and it may come in a write of its own.
+   * A reader that leaves now has the end read for it, off its path, for up to `waitMs`, so the
+   * connection can carry the next request; the answer is cut only if the end does not come.
+   */
+  endExpected(waitMs = 1000): void {
+    this.drainMs = waitMs;
+  }
+
   /** Stops the answer (the reader left early): vLLM sees the connection close and frees the slot. */
   destroy(reason: Error = new Error('the answer was no longer read')): void {
     if (!this.ended && this.failure === null && !this.controller.aborted) this.controller.abort(reason);
@@ -79,7 +90,8 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
       },
       // Leaving the loop early (a stop, the client gone, [DONE] seen) ends the answer.
       return: () => {
-        this.destroy();
+        if (this.drainMs === null) this.destroy();
+        else this.drainThenCut(this.drainMs);
         return Promise.resolve({ value: undefined, done: true });
       },
     };
@@ -116,6 +128,15 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
       if (bytes > limitBytes) return this.controller.abort(new Error('the body was longer than it is read for'));
       if (this.controller.paused) this.controller.resume();
     });
+  }
+
+  private drainThenCut(waitMs: number): void {
+    if (this.ended || this.failure !== null) return;
+    const timer = setTimeout(() => this.destroy(), waitMs);
+    timer.unref();
+    this.held = [];
+    this.collecting = { resolve: () => clearTimeout(timer), reject: () => clearTimeout(timer), limitBytes: dumpLimitBytes, bytes: 0 };
+    if (this.controller.paused) this.controller.resume();
   }
 
   private takeWaiting(): Waiting | null {

@@ -129,6 +129,42 @@ describe('a dispatched call to vLLM', () => {
     await expect(post(during.signal)).rejects.toThrow('stopped');
   });
 
+  it('after [DONE], reads the body’s end for a reader that leaves, keeping the connection; cuts it if the end does not come', async () => {
+    const ports: number[] = [];
+    let closed: Promise<unknown> = Promise.resolve();
+    let endAfterMs: number | null = 30;
+    handler = (request, response) => {
+      ports.push(request.socket.remotePort ?? 0);
+      closed = once(response, 'close');
+      response.writeHead(200);
+      response.write('data: [DONE]\n\n');
+      if (endAfterMs !== null) setTimeout(() => response.end(), endAfterMs);
+    };
+    const leaveAtDone = async () => {
+      const answer = await post();
+      for await (const piece of answer.body) {
+        expect(piece.toString()).toBe('data: [DONE]\n\n');
+        answer.body.endExpected(200);
+        break;
+      }
+    };
+    await leaveAtDone();
+    await closed;
+    // The end reaches the client just after the server wrote it: the connection is free again then.
+    await nextTurn();
+    await leaveAtDone();
+    expect(ports).toHaveLength(2);
+    expect(ports[1]).toBe(ports[0]);
+    await closed;
+    endAfterMs = null;
+    const startedAt = performance.now();
+    await leaveAtDone();
+    await closed;
+    const waitedMs = performance.now() - startedAt;
+    expect(waitedMs).toBeGreaterThanOrEqual(150);
+    expect(waitedMs).toBeLessThan(2000);
+  });
+
   it('answers an abort at once while the connection is still being made', async () => {
     handler = (_request, response) => response.end('too late');
     const connect = buildConnector({});
