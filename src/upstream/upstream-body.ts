@@ -32,7 +32,7 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
     if (this.collecting !== null) {
       this.held.push(chunk);
       this.collecting.bytes += chunk.length;
-      if (this.collecting.bytes > this.collecting.limitBytes) this.controller.abort(new Error('the body was longer than it is read for'));
+      if (this.collecting.bytes > this.collecting.limitBytes) this.cutTooLong();
       return;
     }
     const waiting = this.takeWaiting();
@@ -88,7 +88,7 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
           this.waiting = { resolve, reject };
         });
       },
-      // Leaving the loop early (a stop, the client gone, [DONE] seen) ends the answer.
+      // Leaving the loop early (a stop, the client gone) ends the answer; after [DONE] its end is read first.
       return: () => {
         if (this.drainMs === null) this.destroy();
         else this.drainThenCut(this.drainMs);
@@ -125,7 +125,7 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
       const bytes = this.held.reduce((total, chunk) => total + chunk.length, 0);
       this.collecting = { resolve, reject, limitBytes, bytes };
       // Over the limit already: cut it without reading on (the abort rejects through fail()).
-      if (bytes > limitBytes) return this.controller.abort(new Error('the body was longer than it is read for'));
+      if (bytes > limitBytes) return this.cutTooLong();
       if (this.controller.paused) this.controller.resume();
     });
   }
@@ -137,6 +137,10 @@ export class UpstreamBody implements AsyncIterable<Buffer> {
     this.held = [];
     this.collecting = { resolve: () => clearTimeout(timer), reject: () => clearTimeout(timer), limitBytes: dumpLimitBytes, bytes: 0 };
     if (this.controller.paused) this.controller.resume();
+  }
+
+  private cutTooLong(): void {
+    this.controller.abort(new Error('the body was longer than it is read for'));
   }
 
   private takeWaiting(): Waiting | null {

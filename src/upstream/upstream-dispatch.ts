@@ -3,6 +3,7 @@
 // says why not `request()`). The caller's signal aborts it at any point: before a connection is
 // taken, while waiting for the answer, or in the middle of the body.
 import type { IncomingHttpHeaders } from 'node:http';
+import { BoundedMap } from '../platform/bounded-map.js';
 import type { Dispatcher } from '../platform/http-client.js';
 import { UpstreamBody } from './upstream-body.js';
 
@@ -19,7 +20,8 @@ export interface PostRequest {
   bodyTimeout: number;
 }
 
-const parsedBases = new Map<string, { origin: string; pathPrefix: string }>();
+/** The configured servers' base URLs, parsed; bounded, as servers come and go with UPSTREAMS_FILE. */
+const parsedBases = new BoundedMap<string, { origin: string; pathPrefix: string }>(1000);
 
 /** Where a base URL's origin ends and its path (a prefix, such as `/vllm`) begins; parsed once per base. */
 function parseBase(baseUrl: string): { origin: string; pathPrefix: string } {
@@ -27,7 +29,7 @@ function parseBase(baseUrl: string): { origin: string; pathPrefix: string } {
   if (parsed === undefined) {
     const url = new URL(baseUrl);
     parsed = { origin: url.origin, pathPrefix: url.pathname.replace(/\/+$/, '') };
-    if (parsedBases.size < 1000) parsedBases.set(baseUrl, parsed);
+    parsedBases.set(baseUrl, parsed);
   }
   return parsed;
 }
